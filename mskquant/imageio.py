@@ -1,0 +1,127 @@
+"""The one NIfTI/NRRD path: files <-> :class:`~mskquant.image.Image` with geometry kept.
+
+SimpleITK reads and writes the files (LPS on disk); geometry is converted to Slicer's
+RAS IJK->RAS matrix on the way in and back on the way out. 4D files (echo series) become
+``array[t, k, j, i]``. Writes are atomic: a failure never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import InputError, OutputError
+from .image import LPS_TO_RAS, Geometry, Image
+
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _check_readable(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} file {path} does not exist: check the path.")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder: give an image file (.nii.gz or .nrrd).")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} file {path} is not readable: check its permissions.")
+
+
+def _geometry_from_sitk(img, spatial_dims: int = 3) -> Geometry:
+    dim = img.GetDimension()
+    direction = np.asarray(img.GetDirection(), dtype=float).reshape(dim, dim)[:spatial_dims, :spatial_dims]
+    spacing = np.asarray(img.GetSpacing(), dtype=float)[:spatial_dims]
+    origin = np.asarray(img.GetOrigin(), dtype=float)[:spatial_dims]
+    m = np.eye(4)
+    m[:3, :3] = direction * spacing[None, :]
+    m[:3, 3] = origin
+    size = img.GetSize()[:spatial_dims]
+    return Geometry(tuple(size), LPS_TO_RAS @ m)
+
+
+def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Image:
+    """Read a 3D or 4D NIfTI/NRRD/MetaImage file into an :class:`Image`."""
+    import SimpleITK as sitk
+
+    path = Path(path).expanduser()
+    _check_readable(path, what)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
+        raise InputError(f"{what} file {path} cannot be read as an image ({first[:160]}): "
+                         f"give a NIfTI (.nii/.nii.gz) or NRRD file.") from exc
+    dim = img.GetDimension()
+    ncomp = img.GetNumberOfComponentsPerPixel()
+    arr = sitk.GetArrayFromImage(img)
+    if dim == 3 and ncomp > 1:  # NRRD 'list' axis read as vector pixels: make it a leading series axis
+        arr = np.moveaxis(arr, -1, 0)
+    elif dim == 4:
+        if arr.shape[0] == 1:
+            arr = arr[0]
+    elif dim != 3:
+        raise InputError(f"{what} file {path} is {dim}D: a 3D volume (or a 4D echo series) is needed.")
+    geometry = _geometry_from_sitk(img, 3)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return Image(np.ascontiguousarray(arr), geometry)
+
+
+def _sitk_from_array(array: np.ndarray, geometry: Geometry):
+    import SimpleITK as sitk
+
+    lps = LPS_TO_RAS @ geometry.ijk_to_ras  # LPS_TO_RAS is its own inverse
+    spacing = geometry.spacing
+    direction = lps[:3, :3] / spacing[None, :]
+    origin = lps[:3, 3]
+    if array.ndim == 3:
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(tuple(float(s) for s in spacing))
+        img.SetOrigin(tuple(float(o) for o in origin))
+        img.SetDirection(tuple(float(d) for d in direction.ravel()))
+        return img
+    vols = [_sitk_from_array(np.ascontiguousarray(a), geometry) for a in array]
+    return sitk.JoinSeries(vols)
+
+
+def write_image(image: Image, path: "str | os.PathLike", compress: bool = True) -> Path:
+    """Write an :class:`Image` (3D, or 4D with the series as 4th file dimension) atomically."""
+    import SimpleITK as sitk
+
+    path = Path(path).expanduser()
+    if not any(str(path).endswith(s) for s in SUPPORTED_SUFFIXES):
+        raise OutputError(f"Cannot write {path}: use one of {', '.join(SUPPORTED_SUFFIXES)}.")
+    arr = image.array
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    elif arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    img = _sitk_from_array(arr, image.geometry)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(img, str(tmp), compress)
+    return path
+
+
+def write_array_like(array: np.ndarray, like: Image, path: "str | os.PathLike") -> Path:
+    """Write ``array`` on the grid of ``like`` (a mask or map computed from it)."""
+    return write_image(Image(array, like.geometry), path)
+
+
+def read_mask(path: "str | os.PathLike", what: str = "Mask") -> Image:
+    """Read a label/mask file; any non-zero voxel is inside."""
+    img = read_image(path, what)
+    if img.is_series:
+        raise InputError(f"{what} file {path} is 4D: a mask must be a 3D volume.")
+    return img.with_array(img.array != 0)
+
+
+def stack_series(images: Sequence[Image]) -> Image:
+    """Stack 3D images of one grid into a series ``[t, k, j, i]``."""
+    first = images[0]
+    for n, im in enumerate(images[1:], start=2):
+        if not first.geometry.same_grid(im.geometry):
+            raise InputError(f"Volume {n} of the series has a different geometry from volume 1 "
+                             f"({im.geometry.describe()} vs {first.geometry.describe()}): all must share one grid.")
+    return Image(np.stack([im.array for im in images]), first.geometry)

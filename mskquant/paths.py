@@ -1,0 +1,38 @@
+"""Where the extension's resources are, in the source tree and once installed in Slicer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def resources_dir() -> Path:
+    """The top-level ``Resources/`` folder (Models.json, bundled weights, icons)."""
+    for candidate in (_PACKAGE / "Resources", _PACKAGE.parent / "Resources"):
+        if (candidate / "Models.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "MSKQuant resources (Models.json) not found next to the mskquant package: reinstall the extension."
+    )
+
+
+def repository_root() -> Path | None:
+    """The source checkout's root when running from one (None inside an installed Slicer)."""
+    root = _PACKAGE.parent
+    return root if (root / "CMakeLists.txt").is_file() and (root / "VHIWorkflow").is_dir() else None
+
+
+def shared_data_dir() -> Path | None:
+    """``../shared/data`` beside the checkout (real validation data), when present."""
+    import os
+
+    env = os.environ.get("MSKQUANT_SHARED_DATA")
+    if env:
+        p = Path(env)
+        return p if p.is_dir() else None
+    root = repository_root()
+    if root is None:
+        return None
+    p = root.parent / "shared" / "data"
+    return p if p.is_dir() else None
