@@ -71,8 +71,12 @@ class OutputFolder:
             parent = out.parent
             while not parent.exists() and parent != parent.parent:
                 parent = parent.parent
-            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-                raise OutputError(f"Cannot create output folder {out}: {parent} is not writable.")
+            if not parent.is_dir():
+                raise OutputError(f"Cannot create output folder {out}: {parent} is a file, not a folder; "
+                                  f"choose another output path.")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise OutputError(f"Cannot create output folder {out}: {parent} is not writable; "
+                                  f"choose a folder you can write to.")
 
     def __enter__(self) -> "OutputFolder":
         if not self.out.exists():

@@ -41,6 +41,42 @@ def _geometry_from_sitk(img, spatial_dims: int = 3) -> Geometry:
     return Geometry(tuple(size), LPS_TO_RAS @ m)
 
 
+def _nifti_nonfinite_mask(path: Path, shape) -> "np.ndarray | None":
+    """Where a float NIfTI file holds NaN/Inf on disk (``[t,]k, j, i``), or None if nowhere.
+
+    The NIfTI library inside ITK (and Slicer) silently turns NaN/Inf into 0 on reading; a
+    threshold computed over such voxels would be wrong without a word, so the raw voxels are
+    checked here and the non-finite ones restored as NaN for the pipelines to report.
+    """
+    import gzip
+    import struct
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 348:
+        return None
+    for endian in ("<", ">"):
+        sizeof_hdr = struct.unpack(endian + "i", raw[:4])[0]
+        if sizeof_hdr in (348, 540):
+            break
+    else:
+        return None
+    if sizeof_hdr == 348:  # NIfTI-1
+        datatype = struct.unpack(endian + "h", raw[70:72])[0]
+        vox_offset = int(struct.unpack(endian + "f", raw[108:112])[0])
+    else:  # NIfTI-2
+        datatype = struct.unpack(endian + "h", raw[12:14])[0]
+        vox_offset = int(struct.unpack(endian + "q", raw[168:176])[0])
+    dtypes = {16: "f4", 64: "f8"}
+    if datatype not in dtypes:
+        return None  # integer voxels cannot hold NaN
+    count = int(np.prod(shape))
+    data = np.frombuffer(raw, dtype=endian + dtypes[datatype], count=count, offset=vox_offset)
+    bad = ~np.isfinite(data)
+    return bad.reshape(shape) if bad.any() else None
+
+
 def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Image:
     """Read a 3D or 4D NIfTI/NRRD/MetaImage file into an :class:`Image`."""
     import SimpleITK as sitk
@@ -64,6 +100,11 @@ def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Im
     elif dim != 3:
         raise InputError(f"{what} file {path} is {dim}D: a 3D volume (or a 4D echo series) is needed.")
     geometry = _geometry_from_sitk(img, 3)
+    if (str(path).endswith((".nii", ".nii.gz")) and np.issubdtype(arr.dtype, np.floating)):
+        bad = _nifti_nonfinite_mask(path, arr.shape)
+        if bad is not None:
+            arr = arr.copy()
+            arr[bad] = np.nan
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     return Image(np.ascontiguousarray(arr), geometry)

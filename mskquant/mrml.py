@@ -286,16 +286,10 @@ def roi_mask(roi_node, geometry: Geometry) -> np.ndarray:
 
 def closed_curve_mask(curve_node, geometry: Geometry) -> np.ndarray:
     """Voxels of ``geometry`` inside a closed curve drawn on one slice."""
-    pts = vtk.vtkPoints()
-    curve_node.GetCurvePointsWorld(pts) if hasattr(curve_node, "GetCurvePointsWorld") else None
-    if pts.GetNumberOfPoints() < 3:
-        pts = vtk.vtkPoints()
-        for n in range(curve_node.GetNumberOfControlPoints()):
-            p = [0.0, 0.0, 0.0]
-            curve_node.GetNthControlPointPositionWorld(n, p)
-            pts.InsertNextPoint(p)
-    if pts.GetNumberOfPoints() < 3:
+    if curve_node.GetNumberOfControlPoints() < 3:
         raise InputError(f"Closed curve '{curve_node.GetName()}' has fewer than 3 points: draw the region again.")
+    # The interpolated curve (what the user sees), not just the clicked control points.
+    pts = curve_node.GetCurvePointsWorld()
     points = numpy_support.vtk_to_numpy(pts.GetData()).astype(float)
     try:
         return raster.curve_mask(geometry, points)

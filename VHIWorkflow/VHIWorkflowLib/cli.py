@@ -25,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--normal-roi", required=True, help="normal-bone ROI mask (non-zero = ROI), any grid overlapping STIR")
     p.add_argument("--disease-region", help="disease-region mask; skips the network")
     p.add_argument("--min-island-pixels", type=int, default=4, help="remove smaller 8-connected regions per slice (4)")
+    p.add_argument("--model", default="sij-disease-region",
+                   help="registered disease-region model id (default: the published ensemble)")
     add_common_options(p)
     p.set_defaults(handler=cmd_vhi)
 
@@ -56,7 +58,8 @@ def cmd_vhi(args) -> int:
 
     if args.t1 is None and args.disease_region is None:
         raise InputError("Give --t1 (the network finds the disease region) or --disease-region.")
-    params = VHIParameters(min_island_pixels=args.min_island_pixels, device=args.device).validate()
+    params = VHIParameters(min_island_pixels=args.min_island_pixels, device=args.device,
+                           model_id=args.model).validate()
     progress = progress_for(args)
     rt = create_headless_runtime()
     logic = VHILogic(rt)
@@ -67,9 +70,9 @@ def cmd_vhi(args) -> int:
     t1 = mrml.load_volume(rt, args.t1, "T1W", what="T1W") if args.t1 else None
     dr = mrml.load_volume(rt, args.disease_region, "disease region", labelmap=True, what="Disease region") \
         if args.disease_region else None
-    if dr is None:
-        logic.prepare_models(params, progress.sub(0.0, 0.05))
-    result = logic.run(stir, roi, t1, dr, params, progress=progress.sub(0.05, 0.95), name="V_HI")
+    # Inputs are validated first, then the models are verified and loaded: nothing is written
+    # until every check has passed and the computation has finished.
+    result = logic.run(stir, roi, t1, dr, params, progress=progress.sub(0.0, 0.95), name="V_HI")
     spec = logic.model_store.registry.get(params.model_id) if result.disease_region_source == "model" else None
     with out:
         logic.export(result, out.stage)  # vhi.csv, inflammation.seg.nrrd, inflammation.nii.gz

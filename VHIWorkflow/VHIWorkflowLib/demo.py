@@ -12,6 +12,7 @@ from mskquant.imageio import write_image
 
 from .comparison import agreement, compare_masks
 from .logic import SEG_CONSERVATIVE, SEG_DISEASE, SEG_SENSITIVE, VHILogic
+from .parameters import VHIParameters
 from .synthetic import make_case
 
 
@@ -58,12 +59,22 @@ def run_demo(ctx) -> None:
     model_dir = ctx.shared / "sij_models"
     if "MSKQUANT_MODEL_DIR" not in os.environ and model_dir.is_dir():
         logic = VHILogic(rt, ModelStore(model_dir=model_dir))
-    subjects = sorted(p.name for p in (ctx.shared / "sij").iterdir() if (p / "STIR.nii.gz").is_file())
+    subjects = sorted(p.name for p in (ctx.shared / "sij").iterdir() if (p / "T1W.nii.gz").is_file())
     rows, readers = [], {"R11": [], "R21": [], "workflow": []}
     for n, subject in enumerate(subjects):
         folder = ctx.shared / "sij" / subject
         prog = ctx.progress.sub(0.1 + 0.85 * n / len(subjects), 0.1 + 0.85 * (n + 1) / len(subjects))
         rt.clear()
+        if not (folder / "STIR.nii.gz").is_file():  # T1W + expert disease region only: Dice of the network
+            t1 = mrml.load_volume(rt, folder / "T1W.nii.gz", "T1W")
+            g = mrml.geometry_of(t1)
+            model_dr = logic.predict_disease_region(t1, g, VHIParameters(), prog)
+            manual_dr = mrml.labelmap_mask(mrml.load_volume(rt, folder / "disease_region.nii.gz", "DR", labelmap=True), g)
+            d = compare_masks(model_dr, manual_dr, g).dice
+            rows.append({"subject": subject, "disease_region_dice": d})
+            ctx.result("VHIWorkflow", f"SIJ {subject}", "disease-region Dice vs expert", round(d, 4), "",
+                       "published 3-model ensemble (T1W only)")
+            continue
         stir = mrml.load_volume(rt, folder / "STIR.nii.gz", "STIR")
         t1 = mrml.load_volume(rt, folder / "T1W.nii.gz", "T1W")
         roi = mrml.load_volume(rt, folder / "normal_marrow.nii.gz", "normal bone", labelmap=True)
@@ -94,7 +105,7 @@ def run_demo(ctx) -> None:
         ctx.result("VHIWorkflow", f"SIJ {subject}", "V_HI sensitive (uncleaned)", round(res.vhi["sensitive"].volume_ml, 3),
                    "mL", f"n={res.thresholds.n:.2f}")
         overlay_png(mrml.image_from_volume(stir), model_dr, sens, cons, out / f"sij_{subject}_overlay.png",
-                    f"SIJ {subject}: model disease region and V_HI (uncleaned)")
+                    f"SIJ {subject}: V_HI before cleaning")
         write_image(Image(sens.astype(np.uint8) + cons.astype(np.uint8), g),
                     out / f"sij_{subject}_inflammation.nii.gz")
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "subject", k))

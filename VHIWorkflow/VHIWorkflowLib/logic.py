@@ -164,17 +164,25 @@ class VHILogic:
         """Fetch, verify and load the disease-region models (before any output is written)."""
         return self._ensemble(params, as_progress(progress))
 
+    def check_t1(self, t1_volume, stir_geometry: Geometry) -> Image:
+        if t1_volume is None:
+            raise InputError("No T1W volume selected: select the T1-weighted image (or give a disease region).")
+        t1 = mrml.image_from_volume(t1_volume, dtype=np.float32)
+        bad = int((~np.isfinite(t1.array)).sum())
+        if bad:
+            raise InputError(f"The T1W image has {bad} NaN/infinite voxel(s): the network cannot run on it; "
+                             f"fix or re-export the image.")
+        if not t1.geometry.same_grid(stir_geometry) and not stir_geometry.overlaps(t1.geometry):
+            raise InputError(f"The T1W ({t1.geometry.describe()}) and STIR ({stir_geometry.describe()}) images do not "
+                             f"overlap in space: select the T1W and STIR of the same examination.")
+        return t1
+
     def predict_disease_region(self, t1_volume, stir_geometry: Geometry, params: VHIParameters,
                                progress: "Progress | None" = None) -> np.ndarray:
         from .disease_region import predict_probability
 
         progress = as_progress(progress)
-        if t1_volume is None:
-            raise InputError("No T1W volume selected: select the T1-weighted image (or give a disease region).")
-        t1 = mrml.image_from_volume(t1_volume, dtype=np.float32)
-        if not t1.geometry.same_grid(stir_geometry) and not stir_geometry.overlaps(t1.geometry):
-            raise InputError(f"The T1W ({t1.geometry.describe()}) and STIR ({stir_geometry.describe()}) images do not "
-                             f"overlap in space: select the T1W and STIR of the same examination.")
+        t1 = self.check_t1(t1_volume, stir_geometry)
         spec, models, device = self._ensemble(params, progress.sub(0.0, 0.05))
         prob = predict_probability(t1.array, t1.geometry, models, device, progress.sub(0.05, 1.0),
                                    divisor=2 ** (len(spec.architecture["params"]["features"]) - 1))
@@ -201,6 +209,7 @@ class VHILogic:
             region = self.region_mask(disease_region, g, disease_region_segment, "disease region")
             source = "input"
         else:
+            self.check_t1(t1_volume, g)
             t1 = time.monotonic()
             region = self.predict_disease_region(t1_volume, g, params, progress.sub(0.05, 0.85))
             timings["disease_region"] = time.monotonic() - t1

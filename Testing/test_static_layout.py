@@ -1,0 +1,142 @@
+"""Extension layout, CMake listings, .ui files, help texts, registry schema, layering."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from layout_checks import (MODULES, PAPER_AUTHOR, ROOT, cmake_set, help_text, imports_of, listing_problems,
+                           missing_ui_names, module_files_on_disk, module_listed_files, ui_widget_names)
+
+
+def test_required_top_level():
+    for name in ("CMakeLists.txt", "KneeT2Segment", "VHIWorkflow", "SiamesePainCAM", "Resources", "Testing",
+                 "README.md", "MSKQuant.json", ".ci/run", "mskquant", "benchmarks"):
+        assert (ROOT / name).exists(), name
+
+
+def test_root_cmake_declares_the_extension():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert "project(MSKQuant)" in text
+    assert 'set(EXTENSION_CATEGORY "Quantification")' in text
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
+    for var in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
+                "EXTENSION_SCREENSHOTURLS"):
+        assert f"set({var} " in text, var
+    assert "find_package(Slicer REQUIRED)" in text
+    for sub in MODULES + ("mskquant", "Resources"):
+        assert f"add_subdirectory({sub})" in text, sub
+
+
+def test_extensions_index_description():
+    d = json.loads((ROOT / "MSKQuant.json").read_text())
+    assert d["build_dependencies"] == ["PyTorch"]
+    assert d["category"] == "Quantification"
+    assert d["scm_url"].startswith("https://") and d["scm_revision"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_files_match_cmake_listing(module):
+    d = ROOT / module
+    assert listing_problems(module_listed_files(d), module_files_on_disk(d)) == []
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_has_module_widget_logic_test_and_ui(module):
+    d = ROOT / module
+    tree = ast.parse((d / f"{module}.py").read_text())
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert {module, f"{module}Widget", f"{module}Logic", f"{module}Test"} <= classes
+    assert f'resourcePath("UI/{module}.ui")' in (d / f"{module}.py").read_text()
+    assert (d / "Resources" / "UI" / f"{module}.ui").is_file()
+    assert (d / "Resources" / "Icons" / f"{module}.png").is_file()
+    text = (d / "CMakeLists.txt").read_text()
+    assert "slicerMacroBuildScriptedModule" in text and "WITH_GENERIC_TESTS" in text
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_parses_and_every_widget_the_code_reads_exists(module):
+    d = ROOT / module
+    ui = d / "Resources" / "UI" / f"{module}.ui"
+    ET.parse(ui)
+    assert missing_ui_names(d, ui) == {}
+    assert len(ui_widget_names(ui)) > 5
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help_text_cites_the_paper(module):
+    text = help_text(ROOT / module / f"{module}.py")
+    assert PAPER_AUTHOR[module] in text and "<i>" in text, text[:200]
+
+
+def test_shared_library_files_match_cmake_listing():
+    d = ROOT / "mskquant"
+    text = (d / "CMakeLists.txt").read_text()
+    listed = set(cmake_set(text, "LIB_PYTHON_SCRIPTS")) | set(cmake_set(text, "LIB_PYTHON_RESOURCES"))
+    on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".txt")
+               and p.name != "CMakeLists.txt"}
+    assert listing_problems(listed, on_disk) == []
+
+
+def test_extension_resources_match_cmake_listing():
+    d = ROOT / "Resources"
+    listed = set(cmake_set((d / "CMakeLists.txt").read_text(), "MSKQUANT_RESOURCES"))
+    on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != "CMakeLists.txt"}
+    assert listing_problems(listed, on_disk) == []
+
+
+def test_models_json_validates_against_its_schema():
+    from mskquant.jsonschema_lite import validate
+
+    reg = json.loads((ROOT / "Resources" / "Models.json").read_text())
+    schema = json.loads((ROOT / "Resources" / "Models.schema.json").read_text())
+    assert validate(reg, schema) == []
+    broken = json.loads(json.dumps(reg))
+    broken["models"][0]["files"][0]["sha256"] = "not-a-hash"
+    del broken["models"][0]["license"]
+    errors = validate(broken, schema)
+    assert any("sha256" in e for e in errors) and any("license" in e for e in errors)
+
+
+# --- the checks catch what they should ----------------------------------------------------------
+def test_deleting_a_file_name_from_cmake_is_caught(tmp_path):
+    copy = tmp_path / "VHIWorkflow"
+    shutil.copytree(ROOT / "VHIWorkflow", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    cm = copy / "CMakeLists.txt"
+    cm.write_text(cm.read_text().replace("  ${MODULE_NAME}Lib/thresholds.py\n", ""))
+    problems = listing_problems(module_listed_files(copy), module_files_on_disk(copy))
+    assert problems == ["on disk but not in CMakeLists.txt: VHIWorkflowLib/thresholds.py"]
+
+
+def test_renaming_a_widget_in_the_ui_is_caught(tmp_path):
+    copy = tmp_path / "VHIWorkflow"
+    shutil.copytree(ROOT / "VHIWorkflow", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    ui = copy / "Resources" / "UI" / "VHIWorkflow.ui"
+    ui.write_text(ui.read_text().replace('name="runButton"', 'name="startButton"'))
+    missing = missing_ui_names(copy, ui)
+    assert missing == {"VHIWorkflowLib/widget.py": {"runButton"}}
+
+
+# --- layering: numeric core never imports slicer/qt; MRML layer never imports qt ----------------
+NUMERIC_CORE = ["mskquant/" + f for f in ("atomic.py", "device.py", "errors.py", "image.py", "imageio.py",
+                                            "inference.py", "jsonschema_lite.py", "metrics.py", "models.py",
+                                            "paths.py", "progress.py", "raster.py", "render.py", "unet.py")]
+NUMERIC_CORE += ["VHIWorkflow/VHIWorkflowLib/" + f for f in ("thresholds.py", "inflammation.py", "disease_region.py",
+                                                            "comparison.py", "synthetic.py", "parameters.py")]
+
+
+@pytest.mark.parametrize("path", NUMERIC_CORE)
+def test_numeric_core_does_not_import_slicer(path):
+    assert not imports_of(ROOT / path) & {"slicer", "qt", "ctk", "vtkmodules"}, path
+
+
+def test_mrml_layer_does_not_import_qt():
+    for path in [ROOT / "mskquant" / "mrml.py", ROOT / "mskquant" / "headless.py"] + \
+            [ROOT / m / f"{m}Lib" / "logic.py" for m in MODULES if (ROOT / m / f"{m}Lib" / "logic.py").exists()]:
+        assert not imports_of(path) & {"qt", "ctk"}, path
