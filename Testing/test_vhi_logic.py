@@ -103,7 +103,7 @@ def test_roi_problems_are_reported(runtime, case):
     box = runtime.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     box.SetCenterWorld(900.0, 900.0, 900.0)
     box.SetSize(5.0, 5.0, 5.0)
-    with pytest.raises(InputError, match="contains no STIR voxel"):
+    with pytest.raises(InputError, match="covers no voxel"):
         logic.run(stir, box, disease_region=region)
     flat = case.stir.array.copy()
     flat[case.normal_roi.array] = 50.0
@@ -180,3 +180,26 @@ def test_parameters_persist_in_a_parameter_node(runtime):
     assert p.min_island_pixels == 6 and p.primary == "conservative" and p.n_step == 0.05
     with pytest.raises(InputError):
         VHIParameters(primary="both").validate()
+
+
+def test_comparison_tools_as_table_and_plot_nodes(runtime, case):
+    logic = VHILogic(runtime)
+    stir, roi, region = nodes(runtime, case)
+    res = logic.run(stir, roi, disease_region=region)
+    g = res.geometry
+    reader = mrml.segmentation_from_masks(runtime, "reader 2", [mrml.SegmentSpec(
+        "lesions", case.expected_sensitive & (np.arange(6)[:, None, None] != 0), (1, 0, 0))], g)
+    c, table = logic.compare_segments(res.segmentation, SEG_SENSITIVE, reader, "lesions", g)
+    # reader 2 omitted the 4 diagonal pixels of slice 0: 28 of 32 shared
+    assert (c.voxels_a, c.voxels_b) == (32, 28) and c.dice == pytest.approx(2 * 28 / 60)
+    assert mrml.columns_from_table(table)["dice"] == pytest.approx([2 * 28 / 60])
+    ba, t2, chart = logic.agreement_table(["s1", "s2", "s3"], [1.0, 2.0, 3.0], [1.2, 2.0, 3.4])
+    assert ba.mean_difference == pytest.approx(0.2)
+    assert chart.GetNumberOfPlotSeriesNodes() == 4 and t2.GetNumberOfRows() == 3
+    pre = res.vhi
+    cleaned = mrml.segment_mask(res.segmentation, SEG_SENSITIVE, g)
+    cleaned[2:4] = False
+    mrml.set_segment(res.segmentation, mrml.SegmentSpec(SEG_SENSITIVE, cleaned, (1, 0.85, 0.1)), g)
+    changes, t3 = logic.change_table("synthetic", pre, logic.recompute(res.segmentation))
+    assert changes["sensitive"].change_ml == pytest.approx(-18 * g.voxel_volume_mm3 / 1000)
+    assert changes["sensitive"].improved and mrml.columns_from_table(t3)["improved"] == [1, 0]

@@ -41,12 +41,12 @@ def _geometry_from_sitk(img, spatial_dims: int = 3) -> Geometry:
     return Geometry(tuple(size), LPS_TO_RAS @ m)
 
 
-def _nifti_nonfinite_mask(path: Path, shape) -> "np.ndarray | None":
-    """Where a float NIfTI file holds NaN/Inf on disk (``[t,]k, j, i``), or None if nowhere.
+def _nifti_nonfinite(path: Path, shape) -> "tuple[np.ndarray, np.ndarray] | None":
+    """Where a float NIfTI file holds NaN/Inf on disk (mask ``[t,]k, j, i``, values), or None.
 
     The NIfTI library inside ITK (and Slicer) silently turns NaN/Inf into 0 on reading; a
     threshold computed over such voxels would be wrong without a word, so the raw voxels are
-    checked here and the non-finite ones restored as NaN for the pipelines to report.
+    checked here and the non-finite ones restored for the pipelines to report.
     """
     import gzip
     import struct
@@ -74,7 +74,7 @@ def _nifti_nonfinite_mask(path: Path, shape) -> "np.ndarray | None":
     count = int(np.prod(shape))
     data = np.frombuffer(raw, dtype=endian + dtypes[datatype], count=count, offset=vox_offset)
     bad = ~np.isfinite(data)
-    return bad.reshape(shape) if bad.any() else None
+    return (bad.reshape(shape), data[bad]) if bad.any() else None
 
 
 def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Image:
@@ -101,10 +101,10 @@ def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Im
         raise InputError(f"{what} file {path} is {dim}D: a 3D volume (or a 4D echo series) is needed.")
     geometry = _geometry_from_sitk(img, 3)
     if (str(path).endswith((".nii", ".nii.gz")) and np.issubdtype(arr.dtype, np.floating)):
-        bad = _nifti_nonfinite_mask(path, arr.shape)
-        if bad is not None:
+        found = _nifti_nonfinite(path, arr.shape)
+        if found is not None:
             arr = arr.copy()
-            arr[bad] = np.nan
+            arr[found[0]] = found[1]
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     return Image(np.ascontiguousarray(arr), geometry)

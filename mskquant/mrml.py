@@ -298,6 +298,60 @@ def closed_curve_mask(curve_node, geometry: Geometry) -> np.ndarray:
                          f"draw it in a slice view aligned with the image slices.") from None
 
 
+def describe_node(node) -> str:
+    return f"'{node.GetName()}' ({node.GetClassName().replace('vtkMRML', '').replace('Node', '')})"
+
+
+def region_mask(node, geometry: Geometry, segment: Optional[str] = None, what: str = "region",
+                image_name: str = "image") -> np.ndarray:
+    """A region the user drew — segment, labelmap/scalar volume, markups ROI box or closed
+    curve, or a list of them (united) — as a boolean mask on ``geometry``.
+
+    Regions on another grid are mapped by nearest neighbour. An empty region, or one that
+    covers no voxel of ``geometry``, is an :class:`InputError` that says which and what to do.
+    """
+    if node is None:
+        raise InputError(f"No {what} selected: select or draw it.")
+    mask = np.zeros(geometry.shape_kji, bool)
+    for n in (node if isinstance(node, (list, tuple)) else [node]):
+        outside = (f"The {what} {describe_node(n)} lies outside the {image_name} field of view (or covers no "
+                   f"voxel of it): draw it on the {image_name} image.")
+        if n.IsA("vtkMRMLSegmentationNode"):
+            names = segment_names(n)
+            name = segment
+            if name is None:
+                if len(names) != 1:
+                    raise InputError(f"Segmentation {describe_node(n)} has {len(names)} segments: say which one is "
+                                     f"the {what}.")
+                name = names[0]
+            own = segment_mask(n, name, geometry)
+            if not own.any():
+                raise InputError(f"The {what} segment '{name}' of {describe_node(n)} is empty or lies outside the "
+                                 f"{image_name} field of view: draw it on the {image_name} image.")
+        elif n.IsA("vtkMRMLVolumeNode"):
+            img = image_from_volume(n)
+            own = img.array != 0
+            if not own.any():
+                raise InputError(f"The {what} {describe_node(n)} is empty (no non-zero voxel): draw the region.")
+            if not img.geometry.same_grid(geometry):
+                from .image import resample_nearest
+
+                if not geometry.overlaps(img.geometry):
+                    raise InputError(outside)
+                own = resample_nearest(own, img.geometry, geometry, fill=False)
+        elif n.IsA("vtkMRMLMarkupsROINode"):
+            own = roi_mask(n, geometry)
+        elif n.IsA("vtkMRMLMarkupsClosedCurveNode"):
+            own = closed_curve_mask(n, geometry)
+        else:
+            raise InputError(f"{describe_node(n)} cannot define a {what}: use a segmentation, labelmap, markups "
+                             f"ROI box or closed curve.")
+        if not own.any():
+            raise InputError(outside)
+        mask |= own
+    return mask
+
+
 # --- tables -------------------------------------------------------------------------------
 def table_from_columns(rt: SlicerRuntime, name: str, columns: Dict[str, Sequence], node=None):
     """A table node whose columns are numbers or strings (one list per column)."""

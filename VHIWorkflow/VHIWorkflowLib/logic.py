@@ -29,6 +29,7 @@ from mskquant.headless import SlicerRuntime, current_runtime
 from mskquant.image import Geometry, Image, resample_nearest
 from mskquant.progress import Progress, as_progress
 
+from .comparison import Change, MaskComparison, agreement, compare_masks
 from .inflammation import VHI, InflammationMasks, segment_inflammation, vhi_of
 from .parameters import VHIParameters
 from .thresholds import Thresholds, thresholds_from_normal_bone
@@ -65,8 +66,7 @@ class VHIResult:
     warnings: List[str] = field(default_factory=list)
 
 
-def _describe(node) -> str:
-    return f"'{node.GetName()}' ({node.GetClassName().replace('vtkMRML', '').replace('Node', '')})"
+_describe = mrml.describe_node
 
 
 class VHILogic:
@@ -89,54 +89,8 @@ class VHILogic:
         return img
 
     def region_mask(self, node, geometry: Geometry, segment: Optional[str] = None, what: str = "ROI") -> np.ndarray:
-        """A drawn region (segment, labelmap, markups ROI box or closed curve) as a mask on ``geometry``."""
-        if node is None:
-            raise InputError(f"No {what} selected: select or draw it.")
-        nodes = node if isinstance(node, (list, tuple)) else [node]
-        mask = np.zeros(geometry.shape_kji, bool)
-        for n in nodes:
-            if n.IsA("vtkMRMLSegmentationNode"):
-                names = mrml.segment_names(n)
-                if segment is None:
-                    if len(names) != 1:
-                        raise InputError(f"Segmentation {_describe(n)} has {len(names)} segments: say which one "
-                                         f"is the {what}.")
-                    segment = names[0]
-                own = mrml.segment_mask(n, segment, geometry)
-                if not own.any():
-                    raise InputError(f"The {what} segment '{segment}' of {_describe(n)} is empty or lies outside the "
-                                     f"STIR field of view: draw it on the STIR image.")
-                mask |= own
-            elif n.IsA("vtkMRMLVolumeNode"):
-                img = mrml.image_from_volume(n)
-                own = img.array != 0
-                if not own.any():
-                    raise InputError(f"The {what} {_describe(n)} is empty (no non-zero voxel): draw the region.")
-                if not img.geometry.same_grid(geometry):
-                    if not geometry.overlaps(img.geometry):
-                        raise InputError(f"The {what} {_describe(n)} lies outside the STIR field of view: "
-                                         f"draw it on the STIR image.")
-                    own = resample_nearest(own, img.geometry, geometry, fill=False)
-                    if not own.any():
-                        raise InputError(f"The {what} {_describe(n)} lies outside the STIR field of view: "
-                                         f"draw it on the STIR image.")
-                mask |= own
-            elif n.IsA("vtkMRMLMarkupsROINode"):
-                own = mrml.roi_mask(n, geometry)
-                if not own.any():
-                    raise InputError(f"The {what} box {_describe(n)} contains no STIR voxel (outside the field of "
-                                     f"view or too small): place it over the interforaminal sacrum.")
-                mask |= own
-            elif n.IsA("vtkMRMLMarkupsClosedCurveNode"):
-                own = mrml.closed_curve_mask(n, geometry)
-                if not own.any():
-                    raise InputError(f"The {what} curve {_describe(n)} encloses no STIR voxel (outside the field "
-                                     f"of view or too small): draw it on the STIR image.")
-                mask |= own
-            else:
-                raise InputError(f"{_describe(n)} cannot define a {what}: use a segmentation, labelmap, markups "
-                                 f"ROI box or closed curve.")
-        return mask
+        """A drawn region (segment, labelmap, markups ROI box or closed curve(s)) as a mask on the STIR grid."""
+        return mrml.region_mask(node, geometry, segment, what, image_name="STIR")
 
     # --- disease region ------------------------------------------------------------------
     @property
@@ -319,3 +273,56 @@ class VHILogic:
                  mrml.save_segmentation(result.segmentation, folder / "inflammation.seg.nrrd"),
                  write_image(Image(label, g), folder / "inflammation.nii.gz")]
         return paths
+
+    # --- comparison tools (Hepburn et al. 2.7) ------------------------------------------------
+    def compare_segments(self, seg_a, segment_a: str, seg_b, segment_b: str, geometry: Geometry,
+                         name: str = "V_HI comparison"):
+        """Dice, Jaccard, volume similarity and both volumes of two segments of one scan -> table node."""
+        c = compare_masks(mrml.segment_mask(seg_a, segment_a, geometry), mrml.segment_mask(seg_b, segment_b, geometry),
+                          geometry)
+        table = mrml.table_from_columns(self.rt, name, {
+            "a": [f"{seg_a.GetName()}: {segment_a}"], "b": [f"{seg_b.GetName()}: {segment_b}"],
+            "dice": [c.dice], "jaccard": [c.jaccard], "volume_similarity": [c.volume_similarity],
+            "voxels_a": [c.voxels_a], "voxels_b": [c.voxels_b], "volume_a_ml": [c.volume_a_ml],
+            "volume_b_ml": [c.volume_b_ml]})
+        return c, table
+
+    def agreement_table(self, subjects: Sequence[str], vhi_a_ml: Sequence[float], vhi_b_ml: Sequence[float],
+                        name: str = "V_HI Bland-Altman"):
+        """Bland-Altman across subjects -> (statistics, table node, plot chart node).
+
+        The chart shows difference (B - A) against mean with the mean difference and the 95 %
+        limits of agreement as lines, as in the paper's Figure 7.
+        """
+        ba = agreement(vhi_a_ml, vhi_b_ml)
+        n = len(subjects)
+        table = mrml.table_from_columns(self.rt, name, {
+            "subject": list(subjects), "a_ml": list(map(float, vhi_a_ml)), "b_ml": list(map(float, vhi_b_ml)),
+            "mean_ml": list(map(float, ba.means)), "difference_ml": list(map(float, ba.differences)),
+            "mean_difference_ml": [ba.mean_difference] * n, "lower_limit_ml": [ba.lower_limit] * n,
+            "upper_limit_ml": [ba.upper_limit] * n})
+        chart = mrml.plot_chart(self.rt, table, "mean_ml", ["difference_ml"], f"{name} chart",
+                                "mean of A and B (mL)", "B - A (mL)", kind="scatter")
+        for col in ("mean_difference_ml", "lower_limit_ml", "upper_limit_ml"):
+            series = self.rt.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}: {col}")
+            series.SetAndObserveTableNodeID(table.GetID())
+            series.SetXColumnName("mean_ml")
+            series.SetYColumnName(col)
+            series.SetPlotType(series.PlotTypeLine)
+            series.SetMarkerStyle(series.MarkerStyleNone)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        return ba, table, chart
+
+    def change_table(self, subject: str, pre: Dict[str, VHI], post: Dict[str, VHI], name: str = "V_HI change"):
+        """A subject's V_HI before and after treatment (sensitive and conservative) -> table node."""
+        rows = {"subject": [], "mask": [], "pre_ml": [], "post_ml": [], "change_ml": [], "change_percent": [],
+                "improved": []}
+        changes = {}
+        for key in ("sensitive", "conservative"):
+            ch = Change(pre[key].volume_ml, post[key].volume_ml)
+            changes[key] = ch
+            for col, val in (("subject", subject), ("mask", key), ("pre_ml", ch.pre_ml), ("post_ml", ch.post_ml),
+                             ("change_ml", ch.change_ml), ("change_percent", ch.change_percent),
+                             ("improved", int(ch.improved))):
+                rows[col].append(val)
+        return changes, mrml.table_from_columns(self.rt, name, rows)
