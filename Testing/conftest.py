@@ -94,3 +94,15 @@ def run_console(*args, env=None, timeout=600):
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=e, timeout=timeout)
+
+
+def assert_same_geometry(path, reference_path, origin_atol=1e-4):
+    """Size, spacing, origin and direction of an image file equal those of a reference file."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    img, ref = sitk.ReadImage(str(path)), sitk.ReadImage(str(reference_path))
+    assert img.GetSize() == ref.GetSize(), path
+    np.testing.assert_allclose(img.GetSpacing(), ref.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(img.GetOrigin(), ref.GetOrigin(), atol=origin_atol)
+    np.testing.assert_allclose(img.GetDirection(), ref.GetDirection(), atol=1e-6)

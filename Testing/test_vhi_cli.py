@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import assert_same_geometry
 from mskquant.image import Geometry, Image
 from mskquant.imageio import write_image
 from VHIWorkflowLib.cli import VHI_OUTPUTS
@@ -53,13 +54,8 @@ def test_contract_outputs_and_geometry(cli, files, tmp_path):
     assert j["disease_region_source"] == "input"
     for k in ("lower", "upper", "n", "q1", "q3"):
         assert j["thresholds"][k] == pytest.approx(EXPECTED[k])
-    ref = sitk.ReadImage(str(d / "STIR.nii.gz"))
     for name in ("disease_region.nii.gz", "inflammation.nii.gz"):
-        img = sitk.ReadImage(str(out / name))
-        assert img.GetSize() == ref.GetSize()
-        np.testing.assert_allclose(img.GetSpacing(), ref.GetSpacing(), atol=1e-6)
-        np.testing.assert_allclose(img.GetOrigin(), ref.GetOrigin(), atol=1e-5)
-        np.testing.assert_allclose(img.GetDirection(), ref.GetDirection(), atol=1e-6)
+        assert_same_geometry(out / name, d / "STIR.nii.gz", origin_atol=1e-5)
     lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "inflammation.nii.gz")))
     assert set(np.unique(lab)) == {0, 1, 2} and (lab == 1).sum() == 26 and (lab == 2).sum() == 6
     dr = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "disease_region.nii.gz")))

@@ -123,7 +123,7 @@ def test_vhi_with_manual_masks_matches_an_independent_computation(subject, sij_d
 
 
 def test_full_workflow_with_the_network_keeps_the_input_geometry(sij_dir, sij_model_dir, tmp_path, monkeypatch):
-    from conftest import run_console
+    from conftest import assert_same_geometry, run_console
 
     d = sij_dir / "2014"
     out = tmp_path / "out"
@@ -133,14 +133,9 @@ def test_full_workflow_with_the_network_keeps_the_input_geometry(sij_dir, sij_mo
     assert r.returncode == 0, r.stderr
     j = json.loads((out / "vhi.json").read_text())
     assert j["disease_region_source"] == "model" and j["model"]["id"] == "sij-disease-region"
-    ref = sitk.ReadImage(str(d / "STIR.nii.gz"))
     manual = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "disease_region.nii.gz"))) > 0
     for name in ("disease_region.nii.gz", "inflammation.nii.gz"):
-        img = sitk.ReadImage(str(out / name))
-        assert img.GetSize() == ref.GetSize()
-        np.testing.assert_allclose(img.GetSpacing(), ref.GetSpacing(), atol=1e-6)
-        np.testing.assert_allclose(img.GetOrigin(), ref.GetOrigin(), atol=1e-4)
-        np.testing.assert_allclose(img.GetDirection(), ref.GetDirection(), atol=1e-6)
+        assert_same_geometry(out / name, d / "STIR.nii.gz")
     dr = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "disease_region.nii.gz"))) > 0
     assert 2 * (dr & manual).sum() / (dr.sum() + manual.sum()) >= 0.95
     assert j["voxels"]["sensitive"] >= j["voxels"]["conservative"] > 0

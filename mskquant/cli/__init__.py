@@ -22,8 +22,7 @@ PIPELINE_CLI_MODULES = ("VHIWorkflowLib.cli", "KneeT2SegmentLib.cli", "SiamesePa
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # usage errors: one line, exit 2
-        self.exit(2, f"mskquant: error: {message} (see 'mskquant {self.prog.split()[-1]} --help')\n"
-                  if " " in self.prog else f"mskquant: error: {message} (see 'mskquant --help')\n")
+        self.exit(2, f"mskquant: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
