@@ -24,7 +24,14 @@ fi
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PYTHON --version)"
-  "$PYTHON" -m venv .venv
+  if ! "$PYTHON" -m venv .venv; then
+    # Debian splits venv/ensurepip into its own package
+    rm -rf .venv
+    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+    "$PYTHON" -m venv .venv
+  fi
 fi
 
 # 3. Packages, pinned by constraints.txt (torch==2.13.0 is the local CPU wheel: a
