@@ -154,6 +154,15 @@ def estimate_noise_sigma(echoes: np.ndarray, max_voxels: int = 400_000) -> Noise
     if n_bg < MIN_BACKGROUND_VOXELS:
         raise InputError(f"Cannot estimate the noise level: only {n_bg} background (air) voxels were found in the "
                          f"MESE images; give the noise SD with --noise-sigma.")
+    # Without air the darkest voxels are tissue: they decay with echo time and are not Rayleigh
+    # distributed (mean / RMS = sqrt(pi) / 2 = 0.886 for pure noise, -> 1 for signal).
+    bg = flat[:, nonzero][:, selected].astype(np.float64)
+    first, last = float(bg[0].mean()), float(bg[-1].mean())
+    ratio = float(bg.mean() / math.sqrt((bg * bg).mean()))
+    if abs(first / last - 1.0) > 0.15 or not (0.82 <= ratio <= 0.93):
+        raise InputError(f"Cannot estimate the noise level: the darkest voxels of the MESE images do not behave like "
+                         f"noise in air (echo-1/last-echo mean {first / last:.2f}, mean/RMS {ratio:.3f}, expected 1 and "
+                         f"0.886); give the noise SD with --noise-sigma.")
     frac = n_bg / candidates.size
     note = f"{n_bg} background voxels ({100 * frac:.1f} % of the image), all {t} echoes"
     return NoiseEstimate(float(sigma), n_bg, "background", note)
