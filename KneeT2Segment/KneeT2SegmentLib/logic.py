@@ -177,13 +177,16 @@ class KneeT2Logic:
         """
         segmenter = self.segmenter
         if segmenter is None:
+            import importlib
+
+            name = f"{__package__}.segmentation"
             try:
-                from . import segmentation  # type: ignore[attr-defined]
-            except ImportError as exc:
-                if getattr(exc, "name", "") and not exc.name.endswith("segmentation"):
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name:  # the module exists but one of its own imports failed
                     raise
                 raise InputError(AUTOMATIC_SEGMENTATION_MISSING) from None
-            segmenter = segmentation.segment_femoral_cartilage
+            segmenter = module.segment_femoral_cartilage
         return np.asarray(segmenter(series, as_progress(progress)), bool)
 
     # --- the workflow ---------------------------------------------------------------------------

@@ -315,7 +315,7 @@ def read_mese_dicom(folder: "str | os.PathLike", echo_times_ms: Optional[Sequenc
     normal = np.cross(orient[:3], orient[3:]) if orient is not None and orient.size == 6 else np.array([0, 0, 1.0])
     images = []
     for n, te in enumerate(tes):
-        progress(0.5 + 0.5 * n / len(tes), f"Reading echo {n + 1} of {len(tes)}")
+        progress(0.5 + 0.5 * n / len(tes), f"Reading echoes ({n + 1}/{len(tes)})")
 
         def along_normal(h):
             pos = h["position"].split("\\") if h["position"] else ["0", "0", "0"]
