@@ -9,7 +9,8 @@ through the 3 mm slab) on the fine label-map grid (:mod:`.anatomy`); each point 
 tissue, so partial volume comes from the fine anatomy. The noise-free echo is the mean over
 the points of PD * exp(-TE / T2), times an optional smooth receive-bias field. Tissue
 (PD, T2 ms at 3 T, MESE): marrow (0.9, 60), cortex/subchondral plate (0.05, 2), muscle
-(0.7, 35), fat (0.95, 70), joint fluid (1.0, 400), air (0). Cartilage PD 0.75 and T2 rising
+(0.7, 35), fat (0.95, 70), joint fluid (1.0, 400), joint soft tissue next to the cartilage
+(menisci, capsule: 0.45, 15), air (0). Cartilage PD 0.75 and T2 rising
 from the bone to the surface (femoral 35 -> 53 ms linearly in depth), plus smooth zone and
 side offsets (posterior +2.5, anterior +1, central -1; medial +0.5, lateral -0.5 ms) and a
 low-frequency texture (SD 1 ms) in the cartilage's own coordinates (angle about the condylar

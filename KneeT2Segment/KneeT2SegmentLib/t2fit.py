@@ -23,12 +23,20 @@ echoes 20-70 ms, the mean error is -0.1 to +0.15 ms at SNR 30 (log-linear: +0.4 
 sigma is given by the user or estimated from the background air of the echo images
 (:func:`estimate_noise_sigma`): pure-noise magnitudes are Rayleigh distributed with
 E[M^2] = 2 sigma^2 whatever the echo time, so sigma^2 is half the mean squared magnitude of
-the voxels whose echo-mean is consistent with pure noise, found iteratively.
+the voxels whose echo-mean is consistent with pure noise, found iteratively; if those voxels
+decay with TE or are not Rayleigh-like (no air in the field of view, zero-filled or
+multi-coil sum-of-squares backgrounds) the estimate is refused and sigma must be given. One
+sigma for the whole series: spatially varying noise (parallel imaging) is not modelled.
 
-Solver: a weighted log-linear fit of the floor-corrected signal gives the start, then a few
+Voxels whose echo mean is consistent with pure noise (below the Rayleigh mean + 4 SD) carry
+no measurable T2 and stay NaN, as do voxels with non-finite or all-zero echoes (reported).
+
+Solver: a weighted log-linear fit of the floor-corrected signal gives the start, then
 vectorised Levenberg-Marquardt iterations on (ln A, R = 1/T2) with per-voxel damping and
-accept/reject, in float32 torch over chunks of voxels (each chunk stays in the CPU caches;
-progress and cancel between chunks). A log-linear fit (ordinary least squares of ln M over
+accept/reject until every voxel's T2 moves by less than 0.1 % (converged voxels leave the
+working set), in float32 torch over chunks of 32 768 voxels that stay in the CPU caches.
+Chunks run on worker threads with single-threaded torch (see :func:`_in_parallel`); progress
+and cancel are checked between chunks. A log-linear fit (ordinary least squares of ln M over
 TE, no noise correction) is computed alongside for comparison. Goodness of fit is the
 coefficient of determination R^2 of the fitted echoes.
 """
