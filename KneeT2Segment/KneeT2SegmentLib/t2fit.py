@@ -277,19 +277,23 @@ def fit_curves(signals, echo_times_ms: Sequence[float], sigma: float, max_iterat
             ok = trial[0] <= cost * (1.0 + 1e-6)  # float32 rounding must not reject a converged step
             # converged: an accepted step that moved T2 by < 0.1 % (far below the noise)
             done = ok & ((new[1] - pw[1]).abs() < 1e-3 * pw[1])
-            pw = torch.where(ok, new, pw)
-            cw = torch.where(ok, trial, cw)
+            rejected = torch.nonzero(~ok).squeeze(1)
+            if rejected.numel():  # usually few: patch them rather than blend everything
+                trial.index_copy_(1, rejected, cw.index_select(1, rejected))
+                new.index_copy_(1, rejected, pw.index_select(1, rejected))
+            pw, cw = new, trial
             lam = torch.where(ok, lam * 0.2, lam * 10.0).clamp_(1e-7, 1e7)
             last = it == max_iterations - 1
-            n_done = int(done.sum())
-            if last or n_done > 0.1 * idx.numel():
-                sel = torch.ones_like(done) if last else done
-                final_params[:, idx[sel]] = pw[:, sel]
-                final_cost[idx[sel]] = cw[0, sel]
-                keep = ~sel
-                if not bool(keep.any()):
+            finished = torch.nonzero(done).squeeze(1) if not last else torch.arange(idx.numel())
+            if last or finished.numel() > 0.1 * idx.numel():
+                out = idx.index_select(0, finished)
+                final_params[:, out] = pw.index_select(1, finished)
+                final_cost[out] = cw[0].index_select(0, finished)
+                if finished.numel() == idx.numel():
                     break
-                idx, Mw, pw, cw, lam = idx[keep], Mw[:, keep], pw[:, keep], cw[:, keep], lam[keep]
+                keep = torch.nonzero(~done).squeeze(1)
+                idx, lam = idx.index_select(0, keep), lam.index_select(0, keep)
+                Mw, pw, cw = Mw.index_select(1, keep), pw.index_select(1, keep), cw.index_select(1, keep)
         params, cur_cost = final_params, final_cost
         total = ((M - M.mean(0, keepdim=True)) ** 2).sum(0)
         r2 = torch.where(total > 0, 1.0 - cur_cost / total, torch.full_like(total, float("nan")))
@@ -387,12 +391,12 @@ def fit_t2(echoes: np.ndarray, echo_times_ms: Sequence[float], mask: Optional[np
     else:
         candidates = np.arange(flat.shape[1])
         data = np.ascontiguousarray(flat[used], dtype=np.float32)
-    if np.any(data < 0):
+    if data.size and np.nanmin(data) < 0:
         raise InputError("The MESE images hold negative values: T2 mapping needs magnitude images "
                          "(export magnitude, not real or phase, images).")
     echo_mean = data.mean(axis=0)  # NaN/inf wherever an echo is not finite
     finite = np.isfinite(echo_mean)
-    zero = finite & ~np.any(data != 0, axis=0)
+    zero = echo_mean == 0  # magnitudes are >= 0: a zero mean means every echo is zero
     n_nonfinite = int((~finite).sum())
     n_zero = int(zero.sum())
     if n_nonfinite:
