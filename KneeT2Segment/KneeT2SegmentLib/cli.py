@@ -48,7 +48,9 @@ def register(sub) -> None:
                    help="scale echo 1 by FACTOR (< 1: stimulated-echo deficit; default 1 = none)")
     p.add_argument("--bias-field", type=float, default=0.0, metavar="SD", help="smooth receive bias (SD of its log)")
     p.add_argument("--fluid-film", type=float, default=0.0, metavar="MM", help="joint fluid film on the cartilage (mm)")
-    add_common_options(p)
+    p.add_argument("--out", required=True, help="results folder (created if missing)")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=cmd_phantom)
 
     t = sub.add_parser("knee-t2", help="femoral cartilage T2 map, 12 subregions and projection maps from a MESE series")
@@ -61,7 +63,7 @@ def register(sub) -> None:
     t.add_argument("--skip-echoes", type=int, default=1, help="leading echoes left out of the fit (1)")
     t.add_argument("--t2-max", type=float, default=100.0, help="T2 above this (ms) is discarded (100)")
     t.add_argument("--whole-volume", action="store_true", help="fit every voxel (t2.nii.gz is then not masked)")
-    add_common_options(t)
+    add_common_options(t)  # --device is for the automatic segmentation network (the T2 fit runs on the CPU)
     t.set_defaults(handler=cmd_knee_t2)
 
     c = sub.add_parser("knee-change", help="T2 change per subregion and focal clusters between two knee-t2 results")
