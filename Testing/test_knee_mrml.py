@@ -51,6 +51,11 @@ def test_sequence_in_nodes_out(runtime, phantoms):
     assert color.GetName() == T2_COLOR_NODE and color.IsA("vtkMRMLProceduralColorNode")
     assert tuple(color.GetColorTransferFunction().GetRange()) == (0.0, 100.0)
     assert (display.GetWindow(), display.GetLevel()) == (100.0, 50.0)
+    r2 = mrml.image_from_volume(res.fit_volumes["r2"]).array
+    amp = mrml.image_from_volume(res.fit_volumes["amplitude"]).array
+    finite = np.isfinite(t2.array)
+    np.testing.assert_array_equal(np.isfinite(r2), finite)
+    assert np.nanmedian(r2) > 0.95 and np.nanmin(amp) > 0
     assert sorted(mrml.segment_names(res.segmentation)) == sorted(SUBREGION_NAMES.values())
     for lab in (2, 11):
         np.testing.assert_array_equal(mrml.segment_mask(res.segmentation, SUBREGION_NAMES[lab], g),
@@ -139,8 +144,9 @@ def test_change_between_two_results_and_export(runtime, phantoms, tmp_path):
         tables.append(res.table)
         with OutputFolder(tmp_path / label, ["t2.nii.gz"]) as out:
             written = logic.export(res, out.stage)
-        assert {p.name for p in written} >= {"t2.nii.gz", "subregions.nii.gz", "subregions.csv", "projection.png",
-                                              "knee_t2.json"}
+        assert {p.name for p in written} == {"t2.nii.gz", "subregions.nii.gz", "subregions.csv", "projection.png",
+                                             "knee_t2.json", "t2_fit_r2.nii.gz", "t2_fit_amplitude.nii.gz",
+                                             "t2_loglinear.nii.gz"}
     change = logic.compare(tables[0], tables[1])  # from the table nodes, as after reloading a scene
     cols = mrml.columns_from_table(change.table)
     rows = {r: d for r, d in zip(cols["region"], cols["delta_t2_ms"])}

@@ -10,7 +10,8 @@
   ``t2.nii.gz`` (ms, NaN outside the mask or valid range, MESE geometry), ``subregions.nii.gz``
   (0 background, 1-12), ``subregions.csv`` (region, layer, side, zone, mean_t2_ms, sd_t2_ms,
   median_t2_ms, n_voxels), ``projection.png`` plus ``knee_t2.json`` (everything knee-change
-  needs), ``t2_fit_r2.nii.gz`` and ``t2_loglinear.nii.gz``. Without ``--mask`` it uses the
+  needs), ``t2_fit_r2.nii.gz`` (goodness of fit), ``t2_fit_amplitude.nii.gz`` and
+  ``t2_loglinear.nii.gz`` (log-linear T2 for comparison). Without ``--mask`` it uses the
   automatic segmentation once that exists, and until then says so (exit 2).
 * ``mskquant knee-change --baseline DIR1 --followup DIR2 --out DIR`` (knee-t2 result folders)
   writes ``change.csv``, ``clusters.json`` (``percent_area``, ``n_clusters``) and ``change.png``.
@@ -27,7 +28,7 @@ from pathlib import Path
 PHANTOM_OUTPUTS = ("mese.nii.gz", "te.json", "mese.json", "truth_t2.nii.gz", "truth_cartilage.nii.gz",
                    "truth_t2_noise_free.nii.gz", "truth_labels.nii.gz", "truth.json")
 KNEE_T2_OUTPUTS = ("t2.nii.gz", "subregions.nii.gz", "subregions.csv", "projection.png", "knee_t2.json",
-                   "t2_fit_r2.nii.gz", "t2_loglinear.nii.gz")
+                   "t2_fit_r2.nii.gz", "t2_fit_amplitude.nii.gz", "t2_loglinear.nii.gz")
 CHANGE_OUTPUTS = ("change.csv", "clusters.json", "change.png")
 FOLLOWUP_FOLDER = "followup"
 

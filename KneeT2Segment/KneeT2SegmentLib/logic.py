@@ -62,6 +62,7 @@ class KneeT2Result:
     plot: object  # vtkMRMLPlotChartNode: mean T2 of the 12 subregions
     summary: dict
     mask_source: str
+    fit_volumes: dict = field(default_factory=dict)  # "amplitude", "r2": goodness of fit (same voxels as T2)
     timings_s: dict = field(default_factory=dict)
 
     @property
@@ -227,6 +228,15 @@ class KneeT2Logic:
                                     color_node=self._t2_color_node(), window_level=(100.0, 50.0))
         t2.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
         t2.SetAttribute("MSKQuant.Quantity", "T2 (ms)")
+        shown = np.isfinite(quant.t2_map)
+        fit_volumes = {}
+        for key, values, label in (("amplitude", quant.fit.amplitude, "amplitude (signal at TE 0)"),
+                                   ("r2", quant.fit.r2, "fit R2")):
+            node = mrml.volume_from_image(self.rt, Image(np.where(shown, values, np.nan).astype(np.float32), g),
+                                          f"{name} {label}")
+            node.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
+            t2.SetNodeReferenceID(f"MSKQuantFit{key}", node.GetID())
+            fit_volumes[key] = node
         specs = [mrml.SegmentSpec(SUBREGION_NAMES[lab], quant.subregions.labels == lab, SUBREGION_COLORS[lab])
                  for lab in sorted(SUBREGION_NAMES)]
         seg = mrml.segmentation_from_masks(self.rt, f"{name} subregions", specs, g)
@@ -245,7 +255,7 @@ class KneeT2Logic:
         table.SetNodeReferenceID("MSKQuantT2Map", t2.GetID())
         table.SetNodeReferenceID("MSKQuantSubregions", seg.GetID())
         plot = self._subregion_plot(quant, name)
-        return KneeT2Result(quant, t2, seg, table, plot, summary, mask_source)
+        return KneeT2Result(quant, t2, seg, table, plot, summary, mask_source, fit_volumes)
 
     def _subregion_plot(self, quant: Quantification, name: str):
         by_name = {r.region: r for r in quant.rows}
@@ -306,7 +316,7 @@ class KneeT2Logic:
     # --- export ----------------------------------------------------------------------------------
     def export(self, result: KneeT2Result, folder: Path) -> List[Path]:
         """t2.nii.gz, subregions.nii.gz, subregions.csv, projection.png (the contract) plus knee_t2.json,
-        t2_fit_r2.nii.gz and t2_loglinear.nii.gz, into an open (staging) folder."""
+        t2_fit_r2.nii.gz, t2_fit_amplitude.nii.gz and t2_loglinear.nii.gz, into an open (staging) folder."""
         from mskquant.cli.common import write_json
         from mskquant.imageio import write_image
 
@@ -320,6 +330,8 @@ class KneeT2Logic:
         paths = [
             write_image(t2, folder / "t2.nii.gz"),
             write_image(Image(np.where(shown, q.fit.r2, np.nan).astype(np.float32), g), folder / "t2_fit_r2.nii.gz"),
+            write_image(Image(np.where(shown, q.fit.amplitude, np.nan).astype(np.float32), g),
+                        folder / "t2_fit_amplitude.nii.gz"),
             write_image(Image(q.subregions.labels.astype(np.uint8), g), folder / "subregions.nii.gz"),
             mrml.write_table_csv(result.table, folder / "subregions.csv"),
             projection_png(q.projection, folder / "projection.png", "T2 projection"),
