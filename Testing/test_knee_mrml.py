@@ -111,6 +111,11 @@ def test_bad_masks_and_series_give_one_clear_error(runtime, phantoms):
     seconds, _ = mrml.sequence_from_images(runtime, [Image(a, g) for a in base.series.echoes.array],
                                            [t / 1000 for t in sm.OAI_ECHO_TIMES_MS], "in seconds", index_unit="s")
     np.testing.assert_allclose(logic.mese_from_node(seconds).echo_times_ms, sm.OAI_ECHO_TIMES_MS)
+    frames, _ = mrml.sequence_from_images(runtime, [Image(a, g) for a in base.series.echoes.array],
+                                          range(1, 8), "4D file as frames", index_name="time", index_unit="")
+    with pytest.raises(InputError, match="not the echo time"):
+        logic.mese_from_node(frames)
+    np.testing.assert_allclose(logic.mese_from_node(frames, sm.OAI_ECHO_TIMES_MS).echo_times_ms, sm.OAI_ECHO_TIMES_MS)
     with pytest.raises(InputError, match="laterality"):
         logic.run(replace(base.series, laterality=None), mask=base.cartilage_mask, params=params_for(base))
 

@@ -111,13 +111,16 @@ class KneeT2Logic:
         if not node.IsA("vtkMRMLSequenceNode"):
             raise InputError(f"{_describe(node)} is not a MESE series: select a sequence of echo volumes.")
         if echo_times_ms is None:
+            index = (node.GetIndexName() or "").strip().lower().replace("_", " ")
+            if "echo" not in index and index not in ("te", "te (ms)"):
+                raise InputError(f"The index of sequence '{node.GetName()}' is '{node.GetIndexName()}', not the echo "
+                                 f"time: type the echo times in ms (panel: Echo times; e.g. 10,20,30,40,50,60,70).")
             images, values = mrml.images_from_sequence(node)
+            if (node.GetIndexUnit() or "").strip().lower() == "s":
+                values = [v * 1000.0 for v in values]
         else:
             images = [mrml.image_from_volume(node.GetNthDataNode(n)) for n in range(node.GetNumberOfDataNodes())]
             values = list(echo_times_ms)
-        unit = (node.GetIndexUnit() or "").strip().lower()
-        if echo_times_ms is None and unit == "s":
-            values = [v * 1000.0 for v in values]
         lat = normalize_laterality(laterality) or normalize_laterality(node.GetAttribute(LATERALITY_ATTRIBUTE))
         lat_source = "given" if normalize_laterality(laterality) else \
             (node.GetAttribute(LATERALITY_ATTRIBUTE + "Source") or "sequence attribute")
