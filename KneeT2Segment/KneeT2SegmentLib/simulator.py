@@ -321,6 +321,11 @@ def simulate(anat: an.KneeAnatomy, params: Optional[PhantomParameters] = None, f
     n_e = te.size
     geometry = mese_geometry(anat.femoral_centroid_ras(), params)
     nk, nj, ni = geometry.shape_kji
+    sample = anat.cartilage_index[anat.cartilage_tissue == an.FC][::50]
+    k, j, i = np.unravel_index(sample, anat.tissue.shape)
+    ijk = (geometry.ras_to_ijk @ anat.geometry.ijk_to_ras @ np.stack([i, j, k, np.ones(i.size)]))[:3]
+    if not np.any(np.all((ijk > -0.5) & (ijk < np.array(geometry.shape_ijk)[:, None] - 0.5), axis=0)):
+        raise InputError("The simulated field of view holds no femoral cartilage: centre it on the knee.")
     progress(0.02, "Cartilage T2")
     t2_cart, in_lesion, lesion_inc = cartilage_t2(anat, params, follow_up)
     pd_tab = np.zeros(an.N_TISSUES)
