@@ -166,3 +166,16 @@ def stack_series(images: Sequence[Image]) -> Image:
             raise InputError(f"Volume {n} of the series has a different geometry from volume 1 "
                              f"({im.geometry.describe()} vs {first.geometry.describe()}): all must share one grid.")
     return Image(np.stack([im.array for im in images]), first.geometry)
+
+
+def image_from_sitk(img, what: str = "Image") -> Image:
+    """A 3D SimpleITK image already in memory (e.g. read from a DICOM series) as an :class:`Image`.
+
+    Same conversion as :func:`read_image` (LPS on disk -> RAS matrix, ``[k, j, i]`` array).
+    """
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{what} is not a 3D scalar volume ({img.GetDimension()}D, "
+                         f"{img.GetNumberOfComponentsPerPixel()} components per voxel).")
+    import SimpleITK as sitk
+
+    return Image(np.ascontiguousarray(sitk.GetArrayFromImage(img)), _geometry_from_sitk(img, 3))

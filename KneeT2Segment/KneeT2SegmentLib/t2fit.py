@@ -1,0 +1,466 @@
+"""Noise-corrected mono-exponential T2 mapping of multi-echo spin-echo (MESE) series.
+
+Implements the T2 step of Thomas et al., "Open source software for automatic subregional
+assessment of knee cartilage degradation using quantitative T2 relaxometry and deep
+learning", section 2.5: the first echo is excluded (stimulated echoes), a noise-corrected
+mono-exponential is fitted, and T2 values outside the physiological range [0, 100] ms are
+discarded (NaN here).
+
+Signal model (magnitude images, noise of standard deviation sigma in each of the real and
+imaginary channels)::
+
+    S(TE) = sqrt(A^2 * exp(-2 TE / T2) + 2 sigma^2)
+
+This is the "noise-corrected exponential" (Miller & Joseph 1993; Raya et al., MRM 2010): the
+second moment of a Rician magnitude is exactly E[M^2] = A^2 exp(-2 TE/T2) + 2 sigma^2, so the
+fit follows the echoes down into the noise floor instead of reading the floor as slow decay
+(which is what biases the log-linear fit upwards). The exact Rician *mean* lies slightly below
+this model (sqrt(nu^2 + sigma^2) at high SNR); fitting it by least squares gives T2 about
+0.2-0.4 ms too long at SNR 30 because 1/R is convex (Jensen), whereas this model's small
+over-correction cancels most of that: measured on 200 000 simulated voxels, T2 35-55 ms,
+echoes 20-70 ms, the mean error is -0.1 to +0.15 ms at SNR 30 (log-linear: +0.4 to +0.5 ms).
+
+sigma is given by the user or estimated from the background air of the echo images
+(:func:`estimate_noise_sigma`): pure-noise magnitudes are Rayleigh distributed with
+E[M^2] = 2 sigma^2 whatever the echo time, so sigma^2 is half the mean squared magnitude of
+the voxels whose echo-mean is consistent with pure noise, found iteratively; if those voxels
+decay with TE or are not Rayleigh-like (no air in the field of view, zero-filled or
+multi-coil sum-of-squares backgrounds) the estimate is refused and sigma must be given. One
+sigma for the whole series: spatially varying noise (parallel imaging) is not modelled.
+
+Voxels whose echo mean is consistent with pure noise (below the Rayleigh mean + 4 SD) carry
+no measurable T2 and stay NaN, as do voxels with non-finite or all-zero echoes (reported).
+
+Solver: a weighted log-linear fit of the floor-corrected signal gives the start, then
+vectorised Levenberg-Marquardt iterations on (ln A, R = 1/T2) with per-voxel damping and
+accept/reject until every voxel's T2 moves by less than 0.3 % (converged voxels leave the
+working set; at most 8 iterations), in float32 torch over chunks of 32 768 voxels that stay
+in the CPU caches; sums over echoes are small matrix products.
+Chunks run on worker threads with single-threaded torch (see :func:`_in_parallel`); progress
+and cancel are checked between chunks. A log-linear fit (ordinary least squares of ln M over
+TE, no noise correction) is computed alongside for comparison. Goodness of fit is the
+coefficient of determination R^2 of the fitted echoes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mskquant.errors import InputError
+from mskquant.progress import Progress, as_progress
+
+# Rayleigh (pure noise) magnitude: mean sqrt(pi/2) sigma, SD sqrt((4 - pi)/2) sigma.
+RAYLEIGH_MEAN = math.sqrt(math.pi / 2.0)
+RAYLEIGH_SD = math.sqrt((4.0 - math.pi) / 2.0)
+# A voxel whose echo mean is within this many SDs of the Rayleigh mean carries no signal.
+NOISE_Z = 4.0
+MIN_BACKGROUND_VOXELS = 1000
+R_MIN = 1e-4  # 1/ms: T2 10 s (fluid is ~0.5 s)
+R_MAX = 10.0  # 1/ms: T2 0.1 ms
+
+
+@dataclass
+class NoiseEstimate:
+    sigma: float
+    n_voxels: int
+    source: str  # "given" or "background"
+    note: str = ""
+
+
+@dataclass
+class FitSettings:
+    """How T2 is fitted (defaults: Thomas et al. 2.5)."""
+
+    skip_echoes: int = 1  # leading echoes left out (stimulated-echo contamination)
+    t2_range_ms: Tuple[float, float] = (0.0, 100.0)  # outside -> NaN
+    noise_sigma: Optional[float] = None  # None: estimated from the background
+    max_iterations: int = 8
+    chunk_voxels: int = 32768
+    workers: Optional[int] = None  # threads fitting chunks (default: torch's thread count, i.e. the cores)
+    loglinear: bool = True  # also compute the log-linear T2 for comparison
+
+    def validate(self, n_echoes: int) -> "FitSettings":
+        if self.skip_echoes < 0:
+            raise InputError(f"The number of leading echoes to skip must be 0 or more (got {self.skip_echoes}).")
+        used = n_echoes - self.skip_echoes
+        if used < 3:
+            raise InputError(f"Only {used} usable echo(es) remain after skipping the first {self.skip_echoes} of "
+                             f"{n_echoes}: a T2 fit needs at least 3; give a series with more echoes or skip fewer.")
+        lo, hi = self.t2_range_ms
+        if not (0 <= lo < hi):
+            raise InputError(f"The valid T2 range must satisfy 0 <= min < max (got {lo}, {hi}).")
+        if self.noise_sigma is not None and not (np.isfinite(self.noise_sigma) and self.noise_sigma >= 0):
+            raise InputError(f"The noise SD must be a finite number >= 0 (got {self.noise_sigma}).")
+        if self.max_iterations < 1 or self.chunk_voxels < 1:
+            raise InputError("Iterations and chunk size must be positive.")
+        return self
+
+
+@dataclass
+class T2Fit:
+    """Maps in ``[k, j, i]`` order (float32; NaN where no valid T2)."""
+
+    t2_ms: np.ndarray
+    amplitude: np.ndarray  # A, the fitted signal at TE = 0
+    r2: np.ndarray  # goodness of fit (coefficient of determination)
+    t2_loglinear_ms: Optional[np.ndarray]
+    noise: NoiseEstimate
+    echo_times_used_ms: np.ndarray
+    counts: dict = field(default_factory=dict)  # voxels fitted / no signal / out of range / non-finite / zero
+    warnings: List[str] = field(default_factory=list)
+
+
+# --- noise ----------------------------------------------------------------------------------
+def _noise_threshold(sigma: float, n_echoes: int) -> float:
+    """Echo-mean magnitude above which a voxel is not pure noise (Rayleigh mean + NOISE_Z SD)."""
+    return sigma * (RAYLEIGH_MEAN + NOISE_Z * RAYLEIGH_SD / math.sqrt(n_echoes))
+
+
+def estimate_noise_sigma(echoes: np.ndarray, max_voxels: int = 400_000) -> NoiseEstimate:
+    """sigma of the complex noise from background voxels (Rayleigh statistics), all echoes pooled.
+
+    Start from the lowest 2 % of echo-mean magnitudes (air, if there is any), then iterate:
+    background = voxels whose echo mean is below the Rayleigh mean + 4 SD for the current
+    sigma, sigma^2 = mean(M^2) / 2 over them. Exact zeros (zero-filled or pre-masked
+    regions) are not noise and are ignored.
+    """
+    if echoes.ndim != 4:
+        raise ValueError("echoes must be [t, k, j, i]")
+    t = echoes.shape[0]
+    flat = echoes.reshape(t, -1)
+    n = flat.shape[1]
+    if n > max_voxels:  # a regular subsample keeps this fast; 1e5 noise voxels pin sigma to ~0.1 %
+        step = int(math.ceil(n / max_voxels))
+        flat = flat[:, ::step]
+    flat = np.asarray(flat, dtype=np.float32)
+    finite = np.all(np.isfinite(flat), axis=0)
+    mean = np.where(finite, np.nan_to_num(flat).mean(axis=0), np.inf)
+    nonzero = np.any(flat != 0, axis=0) & finite
+    candidates = mean[nonzero]
+    if candidates.size < MIN_BACKGROUND_VOXELS:
+        raise InputError("Cannot estimate the noise level: the MESE images have almost no non-zero background "
+                         "(zero-filled or masked images); give the noise SD with --noise-sigma.")
+    start = float(np.percentile(candidates, 2.0))
+    if start <= 0:
+        raise InputError("Cannot estimate the noise level from the background (its magnitudes are 0): "
+                         "give the noise SD with --noise-sigma.")
+    sigma = start / RAYLEIGH_MEAN
+    sq = np.square(flat[:, nonzero], dtype=np.float64).mean(axis=0)
+    selected = np.zeros(candidates.shape, bool)
+    for _ in range(30):
+        selected = candidates < _noise_threshold(sigma, t)
+        if selected.sum() < MIN_BACKGROUND_VOXELS:
+            break
+        new = math.sqrt(sq[selected].mean() / 2.0)
+        if abs(new - sigma) <= 1e-5 * sigma:
+            sigma = new
+            break
+        sigma = new
+    n_bg = int(selected.sum())
+    if n_bg < MIN_BACKGROUND_VOXELS:
+        raise InputError(f"Cannot estimate the noise level: only {n_bg} background (air) voxels were found in the "
+                         f"MESE images; give the noise SD with --noise-sigma.")
+    # Without air the darkest voxels are tissue: they decay with echo time and are not Rayleigh
+    # distributed (mean / RMS = sqrt(pi) / 2 = 0.886 for pure noise, -> 1 for signal).
+    bg = flat[:, nonzero][:, selected].astype(np.float64)
+    first, last = float(bg[0].mean()), float(bg[-1].mean())
+    ratio = float(bg.mean() / math.sqrt((bg * bg).mean()))
+    if abs(first / last - 1.0) > 0.15 or not (0.82 <= ratio <= 0.93):
+        raise InputError(f"Cannot estimate the noise level: the darkest voxels of the MESE images do not behave like "
+                         f"noise in air (echo-1/last-echo mean {first / last:.2f}, mean/RMS {ratio:.3f}, expected 1 and "
+                         f"0.886); give the noise SD with --noise-sigma.")
+    frac = n_bg / candidates.size
+    note = f"{n_bg} background voxels ({100 * frac:.1f} % of the image), all {t} echoes"
+    return NoiseEstimate(float(sigma), n_bg, "background", note)
+
+
+# --- the solver --------------------------------------------------------------------------------
+def _torch():
+    import torch
+
+    return torch
+
+
+def _init_weights(torch, te):
+    """[5, 2E] matrix turning the stacked [w; w y] rows into the weighted log-linear sums."""
+    E = te.shape[0]
+    t = te.reshape(E)
+    m = torch.zeros(5, 2 * E)
+    m[0, :E] = 1.0  # sum w
+    m[1, :E] = t  # sum w TE
+    m[2, :E] = t * t  # sum w TE^2
+    m[3, E:] = 1.0  # sum w y
+    m[4, E:] = t  # sum w TE y
+    return m
+
+
+def _init_loglinear(torch, M, te, floor2, buf):
+    """Weighted log-linear start on the floor-corrected signal: (ln A, R).
+
+    y = ln sqrt(max(M^2 - 2 sigma^2, 0.01 M^2)), weights w = S^2 (var ln S ~ sigma^2 / S^2).
+    """
+    E = M.shape[0]
+    m2 = M * M
+    w = torch.sub(m2, floor2)
+    torch.maximum(w, m2.mul_(0.01), out=w).clamp_(min=1e-12)
+    torch.log(w, out=buf[E:2 * E]).mul_(0.5).mul_(w)  # w y
+    buf[:E] = w
+    sw, st, stt, sy, sty = _init_weights(torch, te) @ buf[:2 * E]
+    det = sw * stt - st * st
+    slope = (sw * sty - st * sy) / det
+    lnA = (sy - slope * st) / sw
+    R = torch.clamp(-slope, R_MIN, R_MAX)
+    bad = ~torch.isfinite(R) | ~torch.isfinite(lnA)
+    if bool(bad.any()):
+        R = torch.where(bad, torch.full_like(R, 1.0 / 40.0), R)
+        lnA = torch.where(bad, torch.log(M.max(0).values + 1e-12) + R * te[0, 0], lnA)
+    return lnA, R
+
+
+def _sum_weights(torch, te):
+    """[6, 3E] matrix turning the stacked [q^2; q r; r^2] rows into the six Gauss-Newton sums."""
+    E = te.shape[0]
+    t = te.reshape(E)
+    w = torch.zeros(6, 3 * E)
+    w[0, 2 * E:] = 1.0  # sum r^2 (cost)
+    w[1, :E] = 1.0  # sum q^2
+    w[2, :E] = t  # sum TE q^2
+    w[3, :E] = t * t  # sum TE^2 q^2
+    w[4, E:2 * E] = 1.0  # sum q r
+    w[5, E:2 * E] = t  # sum TE q r
+    return w
+
+
+def _normal_sums(torch, M, lnA, R, te, floor2, weights, buf):
+    """Cost and Gauss-Newton sums ``[6, n]`` of the noise-corrected model at (ln A, R).
+
+    J = [dF/d(ln A), dF/dR] = [q, -TE q] with q = nu^2 / F, so the normal matrix is
+    [[sum q^2, -sum TE q^2], [-sum TE q^2, sum TE^2 q^2]] and the gradient [sum q r, -sum TE q r].
+    The sums over echoes are one small matrix product (fewer passes over memory than six
+    reductions).
+    """
+    E = M.shape[0]
+    nu = torch.addcmul(lnA, R, te, value=-1.0).exp_()  # A exp(-R TE), [E, n]
+    nu2 = nu.mul_(nu)
+    F = torch.add(nu2, floor2).sqrt_()
+    q = nu2.div_(F)
+    r = torch.sub(M, F, out=F)
+    torch.mul(q, q, out=buf[:E])
+    torch.mul(q, r, out=buf[E:2 * E])
+    torch.mul(r, r, out=buf[2 * E:])
+    return weights @ buf
+
+
+def fit_curves(signals, echo_times_ms: Sequence[float], sigma: float, max_iterations: int = 8,
+               loglinear: bool = True):
+    """Fit echo curves ``signals[E, n]`` (numpy or torch, magnitudes) at ``echo_times_ms``.
+
+    Returns numpy float32 arrays ``(t2_ms, amplitude, r2, t2_loglinear_ms or None)``; T2 is
+    not yet limited to a valid range.
+    """
+    torch = _torch()
+    M = torch.as_tensor(signals, dtype=torch.float32)
+    if M.ndim != 2:
+        raise ValueError("signals must be [echoes, voxels]")
+    E, n = M.shape
+    te = torch.as_tensor(np.asarray(echo_times_ms, dtype=np.float32)).reshape(E, 1)
+    floor2 = float(2.0 * sigma * sigma)
+    weights = _sum_weights(torch, te)
+    with torch.no_grad():
+        buf = torch.empty(3 * E, n)
+        lnA, R = _init_loglinear(torch, M, te, floor2, buf)
+        params = torch.stack([lnA, R])  # [2, n]
+        cur = _normal_sums(torch, M, params[0], params[1], te, floor2, weights, buf)
+        final_params, final_cost = params.clone(), cur[0].clone()
+        # Voxels leave the working set once converged, so a few slow ones (noise-floor tissue)
+        # do not keep the whole chunk iterating.
+        idx = torch.arange(n)
+        Mw, pw, cw, lam = M, params, cur, torch.full((n,), 1e-3)
+        for it in range(max_iterations):
+            cost, a11, a12n, a22, g1, g2n = cw
+            b11 = a11 * (1.0 + lam)
+            b22 = a22 * (1.0 + lam)
+            det = b11 * b22 - a12n * a12n
+            det = torch.where(det > 0, det, torch.ones_like(det))
+            d_lnA = ((b22 * g1 - a12n * g2n) / det).clamp_(-2.0, 2.0)
+            d_R = (a12n * g1 - b11 * g2n) / det
+            new = torch.stack([pw[0] + d_lnA, (pw[1] + d_R).clamp_(R_MIN, R_MAX)])
+            trial = _normal_sums(torch, Mw, new[0], new[1], te, floor2, weights, buf[:, :idx.numel()])
+            ok = trial[0] <= cost * (1.0 + 1e-6)  # float32 rounding must not reject a converged step
+            # converged: an accepted step that moved T2 by < 0.3 %; what is left is far below the noise
+            # (against 30 iterations: mean |difference| 0.002 ms on a whole simulated knee at SNR 30)
+            done = ok & ((new[1] - pw[1]).abs() < 3e-3 * pw[1])
+            rejected = torch.nonzero(~ok).squeeze(1)
+            if rejected.numel():  # usually few: patch them rather than blend everything
+                trial.index_copy_(1, rejected, cw.index_select(1, rejected))
+                new.index_copy_(1, rejected, pw.index_select(1, rejected))
+            pw, cw = new, trial
+            lam = torch.where(ok, lam * 0.2, lam * 10.0).clamp_(1e-7, 1e7)
+            last = it == max_iterations - 1
+            finished = torch.nonzero(done).squeeze(1) if not last else torch.arange(idx.numel())
+            if last or finished.numel() > 0.1 * idx.numel():
+                out = idx.index_select(0, finished)
+                final_params[:, out] = pw.index_select(1, finished)
+                final_cost[out] = cw[0].index_select(0, finished)
+                if finished.numel() == idx.numel():
+                    break
+                keep = torch.nonzero(~done).squeeze(1)
+                idx, lam = idx.index_select(0, keep), lam.index_select(0, keep)
+                Mw, pw, cw = Mw.index_select(1, keep), pw.index_select(1, keep), cw.index_select(1, keep)
+        params, cur_cost = final_params, final_cost
+        total = ((M - M.mean(0, keepdim=True)) ** 2).sum(0)
+        r2 = torch.where(total > 0, 1.0 - cur_cost / total, torch.full_like(total, float("nan")))
+        t2 = 1.0 / params[1]
+        amp = torch.exp(params[0])
+        t2_ll = None
+        if loglinear:  # ordinary least squares of ln M on TE: slope = sum (TE - mean TE) ln M / sum (...)^2
+            dt = (te - te.mean()).reshape(1, E)
+            slope = (dt @ torch.log(M)).reshape(n) / float((dt * dt).sum())
+            t2_ll = torch.where(torch.isfinite(slope) & (slope < 0), -1.0 / slope,
+                                torch.full_like(slope, float("nan")))
+    return (t2.numpy(), amp.numpy(), r2.numpy(), None if t2_ll is None else t2_ll.numpy())
+
+
+def model_signal(amplitude, t2_ms, echo_times_ms, sigma: float) -> np.ndarray:
+    """The fitted model sqrt(A^2 exp(-2 TE/T2) + 2 sigma^2) (numpy; for plots and baselines)."""
+    te = np.asarray(echo_times_ms, dtype=float)
+    a = np.asarray(amplitude, dtype=float)[..., None]
+    t2 = np.asarray(t2_ms, dtype=float)[..., None]
+    return np.sqrt(a * a * np.exp(-2.0 * te / t2) + 2.0 * sigma * sigma)
+
+
+def _in_parallel(task, n_tasks: int, workers: Optional[int]):
+    """Run ``task(0..n_tasks-1)`` on worker threads, each with single-threaded torch; yield the
+    number finished after each one (the caller reports progress and may raise Cancelled, which
+    stops the remaining tasks).
+
+    Chunks in separate threads instead of torch's intra-op threads: thousands of small kernels
+    per second each end in an OpenMP barrier, which stalls for a whole scheduler slice whenever
+    another process shares the cores (measured: 0.5 s becoming 5-50 s on a busy 2-core
+    machine); independent chunks just run slower.
+    """
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    torch = _torch()
+    workers = max(1, int(workers or torch.get_num_threads() or os.cpu_count() or 1))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        pending = set()
+        queued = 0
+        finished = 0
+        while queued < n_tasks or pending:
+            while queued < n_tasks and len(pending) < 2 * workers:
+                pending.add(pool.submit(task, queued))
+                queued += 1
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                f.result()  # re-raise a worker's error here
+                finished += 1
+            yield finished
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(previous)
+
+
+def fit_t2(echoes: np.ndarray, echo_times_ms: Sequence[float], mask: Optional[np.ndarray] = None,
+           settings: Optional[FitSettings] = None, progress: "Progress | None" = None) -> T2Fit:
+    """T2 map of a MESE series ``echoes[t, k, j, i]`` (magnitudes), masked or whole-volume.
+
+    Without ``mask`` every voxel is considered; voxels whose echoes are consistent with pure
+    noise, that hold non-finite values or are all zero are reported and left NaN.
+    """
+    progress = as_progress(progress)
+    echoes = np.asarray(echoes)
+    if echoes.ndim != 4:
+        raise InputError(f"A MESE series must be 4D (echoes, slices, rows, columns); got {echoes.ndim}D.")
+    te_all = np.asarray(echo_times_ms, dtype=np.float64)
+    if te_all.shape != (echoes.shape[0],):
+        raise InputError(f"{te_all.size} echo times for {echoes.shape[0]} echoes: give one echo time per echo.")
+    settings = (settings or FitSettings()).validate(echoes.shape[0])
+    used = slice(settings.skip_echoes, None)
+    te = te_all[used]
+    shape = echoes.shape[1:]
+    warnings: List[str] = []
+
+    progress(0.0, "Estimating the noise level")
+    if settings.noise_sigma is not None:
+        noise = NoiseEstimate(float(settings.noise_sigma), 0, "given")
+    else:
+        noise = estimate_noise_sigma(echoes)
+    sigma = noise.sigma
+
+    flat = echoes.reshape(echoes.shape[0], -1)
+    # The used echoes of the candidate voxels, echo-major ([E, n], contiguous rows).
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        if mask.shape != shape:
+            raise InputError(f"The mask grid {mask.shape} differs from the MESE grid {shape}: give a mask on the MESE grid.")
+        candidates = np.flatnonzero(mask.ravel())
+        data = np.ascontiguousarray(flat[used][:, candidates], dtype=np.float32)
+    else:
+        candidates = np.arange(flat.shape[1])
+        data = np.ascontiguousarray(flat[used], dtype=np.float32)
+    if data.size and np.nanmin(data) < 0:
+        raise InputError("The MESE images hold negative values: T2 mapping needs magnitude images "
+                         "(export magnitude, not real or phase, images).")
+    echo_mean = data.mean(axis=0)  # NaN/inf wherever an echo is not finite
+    finite = np.isfinite(echo_mean)
+    zero = echo_mean == 0  # magnitudes are >= 0: a zero mean means every echo is zero
+    n_nonfinite = int((~finite).sum())
+    n_zero = int(zero.sum())
+    if n_nonfinite:
+        warnings.append(f"{n_nonfinite} voxel(s) hold NaN or infinite echo values: their T2 is NaN.")
+    if n_zero:
+        warnings.append(f"{n_zero} voxel(s) are zero in every fitted echo: their T2 is NaN.")
+    signal = finite & ~zero
+    if sigma > 0:
+        signal &= echo_mean > _noise_threshold(sigma, len(te))
+    n_no_signal = int((finite & ~zero).sum() - signal.sum())
+    fit_idx = np.flatnonzero(signal)
+
+    t2_flat = np.full(flat.shape[1], np.nan, np.float32)
+    amp_flat = np.full(flat.shape[1], np.nan, np.float32)
+    r2_flat = np.full(flat.shape[1], np.nan, np.float32)
+    ll_flat = np.full(flat.shape[1], np.nan, np.float32) if settings.loglinear else None
+    chunk = settings.chunk_voxels
+    n_chunks = max(1, int(math.ceil(fit_idx.size / chunk)))
+    fit_progress = progress.sub(0.05, 1.0)
+
+    def run_chunk(c: int) -> None:
+        sel = fit_idx[c * chunk:(c + 1) * chunk]
+        if sel.size == 0:
+            return
+        t2, amp, r2, t2_ll = fit_curves(data[:, sel], te, sigma, settings.max_iterations, settings.loglinear)
+        out = candidates[sel]
+        t2_flat[out] = t2
+        amp_flat[out] = amp
+        r2_flat[out] = r2
+        if ll_flat is not None:
+            ll_flat[out] = t2_ll
+
+    chunks = _in_parallel(run_chunk, n_chunks, settings.workers)
+    try:
+        for done in chunks:
+            fit_progress(done / n_chunks, f"Fitting T2 ({fit_idx.size} voxels)")
+    finally:
+        chunks.close()  # on cancel: drop the queued chunks, restore torch's threads
+    lo, hi = settings.t2_range_ms
+    valid = np.isfinite(t2_flat) & (t2_flat >= lo) & (t2_flat <= hi)
+    n_out = int(fit_idx.size - valid.sum())  # fitted, but T2 outside the valid range (or undefined)
+    t2_flat[~valid] = np.nan
+    amp_flat[~valid] = np.nan
+    r2_flat[~valid] = np.nan
+    if ll_flat is not None:
+        ll_flat[~(np.isfinite(ll_flat) & (ll_flat >= lo) & (ll_flat <= hi))] = np.nan
+    fit_progress(1.0, "T2 fit done")
+    counts = {"candidates": int(candidates.size), "fitted": int(fit_idx.size), "valid": int(valid.sum()),
+              "no_signal": n_no_signal, "out_of_range": n_out, "nonfinite": n_nonfinite, "zero": n_zero}
+    return T2Fit(t2_flat.reshape(shape), amp_flat.reshape(shape), r2_flat.reshape(shape),
+                 None if ll_flat is None else ll_flat.reshape(shape), noise, te.astype(np.float32), counts, warnings)
