@@ -29,7 +29,7 @@ def cmake_set(cmake_text: str, variable: str, module_name: str = "") -> List[str
 
 
 def module_listed_files(module_dir: Path) -> Set[str]:
-    text = (module_dir / "CMakeLists.txt").read_text()
+    text = (module_dir / "CMakeLists.txt").read_text(encoding="utf-8")
     name = re.search(r"set\(\s*MODULE_NAME\s+(\w+)\s*\)", text).group(1)
     return set(cmake_set(text, "MODULE_PYTHON_SCRIPTS", name)) | set(cmake_set(text, "MODULE_PYTHON_RESOURCES", name))
 
@@ -56,7 +56,7 @@ def ui_widget_names(ui_path: Path) -> Set[str]:
 
 def ui_names_used(py_path: Path) -> Set[str]:
     """Attribute names read through ``self.ui.X`` / ``ui.X`` in a module's Python code."""
-    tree = ast.parse(py_path.read_text())
+    tree = ast.parse(py_path.read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui":
@@ -77,7 +77,7 @@ def missing_ui_names(module_dir: Path, ui_path: Path) -> Dict[str, Set[str]]:
 
 
 def help_text(module_py: Path) -> str:
-    tree = ast.parse(module_py.read_text())
+    tree = ast.parse(module_py.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "helpText"
                                                 for t in node.targets):
@@ -87,7 +87,7 @@ def help_text(module_py: Path) -> str:
 
 
 def imports_of(py_path: Path) -> Set[str]:
-    tree = ast.parse(py_path.read_text())
+    tree = ast.parse(py_path.read_text(encoding="utf-8"))
     mods = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -115,6 +115,13 @@ def test_slicer_sequence_nrrd_index_values(tmp_path):
 def write_dicom_series(folder, image: Image, echo_times, description="SAG_T2_MAP_RIGHT", patient="9000001",
                        skip=(), omit_te=False, spacing_override=None):
     """One file per slice and echo, as a scanner writes a MESE series (LPS tags, uint16 pixels)."""
+    from mskquant.imageio import preserve_locale
+
+    with preserve_locale():  # GDCM's writer leaves the process in the "C" locale
+        _write_dicom_series(folder, image, echo_times, description, patient, skip, omit_te, spacing_override)
+
+
+def _write_dicom_series(folder, image, echo_times, description, patient, skip, omit_te, spacing_override):
     import SimpleITK as sitk
 
     from mskquant.image import LPS_TO_RAS

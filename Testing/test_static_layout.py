@@ -21,7 +21,7 @@ def test_required_top_level():
 
 
 def test_root_cmake_declares_the_extension():
-    text = (ROOT / "CMakeLists.txt").read_text()
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "project(MSKQuant)" in text
     assert 'set(EXTENSION_CATEGORY "Quantification")' in text
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
@@ -34,7 +34,7 @@ def test_root_cmake_declares_the_extension():
 
 
 def test_extensions_index_description():
-    d = json.loads((ROOT / "MSKQuant.json").read_text())
+    d = json.loads((ROOT / "MSKQuant.json").read_text(encoding="utf-8"))
     assert d["build_dependencies"] == ["PyTorch"]
     assert d["category"] == "Quantification"
     assert d["scm_url"].startswith("https://") and d["scm_revision"]
@@ -49,13 +49,13 @@ def test_module_files_match_cmake_listing(module):
 @pytest.mark.parametrize("module", MODULES)
 def test_module_has_module_widget_logic_test_and_ui(module):
     d = ROOT / module
-    tree = ast.parse((d / f"{module}.py").read_text())
+    tree = ast.parse((d / f"{module}.py").read_text(encoding="utf-8"))
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
     assert {module, f"{module}Widget", f"{module}Logic", f"{module}Test"} <= classes
-    assert f'resourcePath("UI/{module}.ui")' in (d / f"{module}.py").read_text()
+    assert f'resourcePath("UI/{module}.ui")' in (d / f"{module}.py").read_text(encoding="utf-8")
     assert (d / "Resources" / "UI" / f"{module}.ui").is_file()
     assert (d / "Resources" / "Icons" / f"{module}.png").is_file()
-    text = (d / "CMakeLists.txt").read_text()
+    text = (d / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule" in text and "WITH_GENERIC_TESTS" in text
 
 
@@ -76,7 +76,7 @@ def test_help_text_cites_the_paper(module):
 
 def test_shared_library_files_match_cmake_listing():
     d = ROOT / "mskquant"
-    text = (d / "CMakeLists.txt").read_text()
+    text = (d / "CMakeLists.txt").read_text(encoding="utf-8")
     listed = set(cmake_set(text, "LIB_PYTHON_SCRIPTS")) | set(cmake_set(text, "LIB_PYTHON_RESOURCES"))
     on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*")
                if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".txt")
@@ -86,7 +86,7 @@ def test_shared_library_files_match_cmake_listing():
 
 def test_extension_resources_match_cmake_listing():
     d = ROOT / "Resources"
-    listed = set(cmake_set((d / "CMakeLists.txt").read_text(), "MSKQUANT_RESOURCES"))
+    listed = set(cmake_set((d / "CMakeLists.txt").read_text(encoding="utf-8"), "MSKQUANT_RESOURCES"))
     on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != "CMakeLists.txt"}
     assert listing_problems(listed, on_disk) == []
 
@@ -94,8 +94,8 @@ def test_extension_resources_match_cmake_listing():
 def test_models_json_validates_against_its_schema():
     from mskquant.jsonschema_lite import validate
 
-    reg = json.loads((ROOT / "Resources" / "Models.json").read_text())
-    schema = json.loads((ROOT / "Resources" / "Models.schema.json").read_text())
+    reg = json.loads((ROOT / "Resources" / "Models.json").read_text(encoding="utf-8"))
+    schema = json.loads((ROOT / "Resources" / "Models.schema.json").read_text(encoding="utf-8"))
     assert validate(reg, schema) == []
     broken = json.loads(json.dumps(reg))
     broken["models"][0]["files"][0]["sha256"] = "not-a-hash"
@@ -109,7 +109,7 @@ def test_deleting_a_file_name_from_cmake_is_caught(tmp_path):
     copy = tmp_path / "VHIWorkflow"
     shutil.copytree(ROOT / "VHIWorkflow", copy, ignore=shutil.ignore_patterns("__pycache__"))
     cm = copy / "CMakeLists.txt"
-    cm.write_text(cm.read_text().replace("  ${MODULE_NAME}Lib/thresholds.py\n", ""))
+    cm.write_text(cm.read_text(encoding="utf-8").replace("  ${MODULE_NAME}Lib/thresholds.py\n", ""))
     problems = listing_problems(module_listed_files(copy), module_files_on_disk(copy))
     assert problems == ["on disk but not in CMakeLists.txt: VHIWorkflowLib/thresholds.py"]
 
@@ -118,7 +118,7 @@ def test_renaming_a_widget_in_the_ui_is_caught(tmp_path):
     copy = tmp_path / "VHIWorkflow"
     shutil.copytree(ROOT / "VHIWorkflow", copy, ignore=shutil.ignore_patterns("__pycache__"))
     ui = copy / "Resources" / "UI" / "VHIWorkflow.ui"
-    ui.write_text(ui.read_text().replace('name="runButton"', 'name="startButton"'))
+    ui.write_text(ui.read_text(encoding="utf-8").replace('name="runButton"', 'name="startButton"'))
     missing = missing_ui_names(copy, ui)
     assert missing == {"VHIWorkflowLib/widget.py": {"runButton"}}
 

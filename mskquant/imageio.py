@@ -7,6 +7,7 @@ RAS IJK->RAS matrix on the way in and back on the way out. 4D files (echo series
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +19,26 @@ from .errors import InputError, OutputError
 from .image import LPS_TO_RAS, Geometry, Image
 
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@contextlib.contextmanager
+def preserve_locale():
+    """Restore the process locale after ITK/GDCM calls.
+
+    GDCM's DICOM writer switches the C locale to "C" and leaves it there; Python then
+    decodes text files as ASCII for the rest of the process (and Slicer's GUI would format
+    numbers differently). Every DICOM call goes through this guard.
+    """
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        try:
+            locale.setlocale(locale.LC_ALL, saved)
+        except locale.Error:
+            pass
 
 
 def _check_readable(path: Path, what: str) -> None:

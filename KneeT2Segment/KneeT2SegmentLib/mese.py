@@ -272,6 +272,14 @@ def _dicom_headers(folder: Path, progress: Progress) -> List[dict]:
 def read_mese_dicom(folder: "str | os.PathLike", echo_times_ms: Optional[Sequence[float]] = None,
                     progress: "Progress | None" = None) -> MeseSeries:
     """A MESE series from a DICOM folder: images grouped by EchoTime, each group one volume."""
+    from mskquant.imageio import preserve_locale
+
+    with preserve_locale():
+        return _read_mese_dicom(folder, echo_times_ms, progress)
+
+
+def _read_mese_dicom(folder: "str | os.PathLike", echo_times_ms: Optional[Sequence[float]] = None,
+                     progress: "Progress | None" = None) -> MeseSeries:
     import SimpleITK as sitk
 
     from mskquant.imageio import image_from_sitk
