@@ -86,12 +86,33 @@ def help_text(module_py: Path) -> str:
     return ""
 
 
-def imports_of(py_path: Path) -> Set[str]:
+def imported_names(py_path: Path) -> Set[str]:
+    """Every module a file imports, absolute (``mskquant.mrml``) or relative (``.logic``)."""
     tree = ast.parse(py_path.read_text(encoding="utf-8"))
     mods = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            mods |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            mods.add(node.module.split(".")[0])
+            mods |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ("." * node.level) + (node.module or "")
+            mods.add(base)
+            mods |= {f"{base}.{a.name}" if node.module else f"{base}{a.name}" for a in node.names}
     return mods
+
+
+# The MRML layer and the front ends; every other file of a Lib or of mskquant is numeric core.
+MRML_AND_FRONT_END = {"logic.py", "widget.py", "cli.py", "demo.py"}
+SHARED_MRML_AND_FRONT_END = {"mrml.py", "headless.py", "panel.py", "dependencies.py"}
+SLICER_OR_MRML = ("slicer", "qt", "ctk", "mskquant.mrml", "mskquant.headless", "mskquant.panel", ".logic", ".widget",
+                  "..mrml", "..headless", ".mrml", ".headless", ".panel")
+GUI = ("qt", "ctk", "mskquant.panel", ".panel", ".widget")
+
+
+def numeric_core_files() -> List[Path]:
+    files = [p for m in MODULES for p in (ROOT / m / f"{m}Lib").glob("*.py") if p.name not in MRML_AND_FRONT_END]
+    files += [p for p in (ROOT / "mskquant").glob("*.py") if p.name not in SHARED_MRML_AND_FRONT_END]
+    return sorted(files)
+
+
+def forbidden_imports(py_path: Path, prefixes) -> Set[str]:
+    return {m for m in imported_names(py_path) if any(m == p or m.startswith(p + ".") for p in prefixes)}

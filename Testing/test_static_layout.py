@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from layout_checks import (MODULES, PAPER_AUTHOR, ROOT, cmake_set, help_text, imports_of, listing_problems,
-                           missing_ui_names, module_files_on_disk, module_listed_files, ui_widget_names)
+from layout_checks import (GUI, MODULES, PAPER_AUTHOR, ROOT, SLICER_OR_MRML, cmake_set, forbidden_imports, help_text,
+                           listing_problems, missing_ui_names, module_files_on_disk, module_listed_files,
+                           numeric_core_files, ui_widget_names)
 
 
 def test_required_top_level():
@@ -123,20 +124,27 @@ def test_renaming_a_widget_in_the_ui_is_caught(tmp_path):
     assert missing == {"VHIWorkflowLib/widget.py": {"runButton"}}
 
 
-# --- layering: numeric core never imports slicer/qt; MRML layer never imports qt ----------------
-NUMERIC_CORE = ["mskquant/" + f for f in ("atomic.py", "device.py", "errors.py", "image.py", "imageio.py",
-                                            "inference.py", "jsonschema_lite.py", "metrics.py", "models.py",
-                                            "paths.py", "progress.py", "raster.py", "render.py", "unet.py")]
-NUMERIC_CORE += ["VHIWorkflow/VHIWorkflowLib/" + f for f in ("thresholds.py", "inflammation.py", "disease_region.py",
-                                                            "comparison.py", "synthetic.py", "parameters.py")]
+# --- layering: numeric core never imports Slicer or the MRML layer; MRML layer never imports the GUI ----
+@pytest.mark.parametrize("path", numeric_core_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_numeric_core_does_not_import_slicer_or_mrml(path):
+    assert forbidden_imports(path, SLICER_OR_MRML) == set()
 
 
-@pytest.mark.parametrize("path", NUMERIC_CORE)
-def test_numeric_core_does_not_import_slicer(path):
-    assert not imports_of(ROOT / path) & {"slicer", "qt", "ctk", "vtkmodules"}, path
+def test_mrml_layer_does_not_import_the_gui():
+    paths = [ROOT / "mskquant" / "mrml.py", ROOT / "mskquant" / "headless.py"]
+    paths += [ROOT / m / f"{m}Lib" / "logic.py" for m in MODULES]
+    for path in paths:
+        assert forbidden_imports(path, GUI) == set(), path
 
 
-def test_mrml_layer_does_not_import_qt():
-    for path in [ROOT / "mskquant" / "mrml.py", ROOT / "mskquant" / "headless.py"] + \
-            [ROOT / m / f"{m}Lib" / "logic.py" for m in MODULES if (ROOT / m / f"{m}Lib" / "logic.py").exists()]:
-        assert not imports_of(path) & {"qt", "ctk"}, path
+def test_layering_check_catches_an_upward_import(tmp_path):
+    bad = tmp_path / "thresholds.py"
+    bad.write_text("from mskquant import mrml\nfrom .logic import VHILogic\nimport numpy\n", encoding="utf-8")
+    assert forbidden_imports(bad, SLICER_OR_MRML) == {"mskquant.mrml", ".logic", ".logic.VHILogic"}
+
+
+def test_every_python_file_says_what_it_is():
+    files = [p for m in MODULES for p in (ROOT / m).rglob("*.py")] + list((ROOT / "mskquant").rglob("*.py"))
+    missing = [p.relative_to(ROOT).as_posix() for p in files
+               if p.name != "__main__.py" and not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))]
+    assert missing == []
