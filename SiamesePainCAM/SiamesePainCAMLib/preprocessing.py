@@ -627,13 +627,14 @@ def map_planes_to_volume(prepared: PreparedKnee, maps: np.ndarray, shape_kji: Tu
 
     Each input slice takes the map of the model plane it coincides with (within half a plane
     spacing); in-plane the map is bilinearly up-sampled through the slice's alignment. Voxels
-    outside the 23 planes or outside the 105 mm field are 0.
+    outside the 23 planes or outside the 105 mm field (to within half a map cell) are 0.
     """
     frame = prepared.frame
     maps = np.asarray(maps, np.float32)
     h, w = maps.shape[1:]
     cell = CROP_MM / h
-    padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    # one cell of edge values, then zeros: bilinear up-sampling reaches the field's edge
+    padded = np.pad(np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge"), ((0, 0), (1, 1), (1, 1)))
     a_ax, b_ax = frame.in_plane_axes
     shape2 = (shape_kji[a_ax], shape_kji[b_ax])
     out = np.zeros(shape_kji, np.float32)
@@ -645,20 +646,19 @@ def map_planes_to_volume(prepared: PreparedKnee, maps: np.ndarray, shape_kji: Tu
         if abs(o) > HALF or abs(o_float - o) > 0.5 + 1e-6:
             continue
         plane = o + HALF
+        if not padded[plane].any():
+            continue
         al = prepared.alignments[plane]
         A, c = frame.slice_affine(float(n))
         rot_t = np.array([[math.cos(al.theta_rad), math.sin(al.theta_rad)],
                           [-math.sin(al.theta_rad), math.cos(al.theta_rad)]])
-        # slice pixel s -> p = A s + c -> q = R^T (p - t) -> map pixel (q + CROP/2)/cell - 0.5 (+1 for the pad)
+        # slice pixel s -> p = A s + c -> q = R^T (p - t) -> map pixel (q + CROP/2)/cell - 0.5 (+2 for the pads)
         matrix = rot_t @ A / cell
-        offset = (rot_t @ (c - al.t_uv) + CROP_MM / 2) / cell - 0.5 + 1.0
-        sl = ndimage.affine_transform(padded[plane], matrix, offset, output_shape=shape2, order=1, mode="constant",
-                                      cval=0.0, prefilter=False)
-        inside = ndimage.affine_transform(np.pad(np.ones((h, w), np.float32), 1), matrix, offset,
-                                          output_shape=shape2, order=0, mode="constant", cval=0.0, prefilter=False)
+        offset = (rot_t @ (c - al.t_uv) + CROP_MM / 2) / cell - 0.5 + 2.0
         index = [slice(None)] * 3
         index[frame.slice_axis] = n
-        out[tuple(index)] = sl * inside
+        out[tuple(index)] = ndimage.affine_transform(padded[plane], matrix, offset, output_shape=shape2, order=1,
+                                                     mode="constant", cval=0.0, prefilter=False)
     return out
 
 

@@ -326,8 +326,9 @@ def build_anatomy(labels: Image, name: str = "knee", seed: int = 0, progress: "P
                   + ((L - l_mid[:, None, None]) / l_semi[:, None, None]) ** 2)
     # the bones' front per (S, lateral) column
     front_idx = np.where(hard.any(axis=1), nA - 1 - np.argmax(hard[:, ::-1, :], axis=1), -1)
-    level_front = np.nanmax(np.where(front_idx >= 0, front_idx, np.nan), axis=1)
-    front = np.where(front_idx >= 0, front_idx, level_front[:, None]) * sp[1]  # (S, L)
+    valid = front_idx >= 0
+    level_front = np.where(valid.any(axis=1), np.max(np.where(valid, front_idx, -1), axis=1), nA // 2)
+    front = np.where(valid, front_idx, level_front[:, None]) * sp[1]  # (S, L)
     anterior = A > front[:, None, :]
 
     tissue = np.full(lab.shape, AIR, np.uint8)

@@ -239,12 +239,13 @@ def train_fold(data: PairData, train_idx: np.ndarray, val_idx: np.ndarray, cfg: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             seen += len(y)
+        lr_used = opt.param_groups[0]["lr"]
         sched.step()
         val_p, val_loss = predict_probabilities(model, data, val_idx, device, progress=progress)
         val_auc = _safe_auc(data.labels[val_idx], val_p)
-        record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(seen, 1),
+        record = {"epoch": epoch + 1, "lr": lr_used, "train_loss": total / max(seen, 1),
                   "val_loss": val_loss, "val_auc": val_auc, "seconds": time.monotonic() - t0}
         history.append(record)
         auc_key = -1.0 if math.isnan(val_auc) else val_auc
