@@ -149,23 +149,33 @@ def test_cam_maps_back_onto_the_input_voxels(analytic, analytic_template):
 
 
 # --- network and CAM --------------------------------------------------------------------------
-def test_cam_means_add_up_to_the_decision_and_swapping_knees_flips_it():
+@pytest.mark.parametrize("pooling", ["average", "lse"])
+def test_slice_contributions_add_up_to_the_decision_and_swapping_knees_flips_it(pooling):
     torch.manual_seed(0)
-    net = network.SiamesePainNet((4, 4, 8, 8, 8, 8)).eval()
+    net = network.SiamesePainNet((4, 4, 8, 8, 8, 8), pooling=pooling).eval()
     with torch.no_grad():
         net.fusion.bias.zero_()
         x = torch.rand(3, 2, 23, 224, 224)
-        logits, cams = net.forward_with_cam(x)
-        assert logits.shape == (3, 2) and cams.shape == (3, 2, 23, 28, 28)
+        logits, cams, contributions = net.forward_with_cam(x)
+        assert logits.shape == (3, 2) and cams.shape == (3, 2, 23, 28, 28) and contributions.shape == (3, 2, 23)
         margin = logits[:, 1] - logits[:, 0]
-        assert torch.allclose(cams.mean(dim=(-1, -2)).sum(dim=(1, 2)), margin, atol=1e-4)
+        # right-knee evidence raises "right painful", left-knee evidence raises "left painful"
+        assert torch.allclose(contributions[:, 1].sum(1) - contributions[:, 0].sum(1), margin, atol=1e-4)
+        if pooling == "average":  # the paper: a slice's contribution is its mean CAM
+            assert torch.allclose(cams.mean(dim=(-1, -2)), contributions, atol=1e-5)
+        else:  # a smooth maximum: between the mean and the maximum of the (unscaled) map
+            a = net.location_gain()[None, None, :]
+            raw = cams / a[..., None, None]
+            pooled = contributions / a
+            assert torch.all(pooled >= raw.mean(dim=(-1, -2)) - 1e-5)
+            assert torch.all(pooled <= raw.amax(dim=(-1, -2)) + 1e-5)
         swapped = net(x.flip(1))
         assert torch.allclose(swapped[:, 1] - swapped[:, 0], -margin, atol=1e-4)
 
 
 def test_batch_norm_folding_keeps_outputs_and_cams():
     torch.manual_seed(1)
-    net = network.SiamesePainNet((4, 8, 8, 8, 16, 16))
+    net = network.SiamesePainNet((4, 8, 8, 8, 16, 16), pooling="lse")
     net.train()
     with torch.no_grad():  # give batch norm non-trivial running statistics
         for _ in range(3):

@@ -3,7 +3,8 @@
 Chang et al., Methods, *Class activation mapping and radiologist review*: the final feature
 maps of the left and right knee (C x 28 x 28 per slice) are multiplied by the weights of
 their fully connected layer, giving a 28 x 28 CAM per slice per knee; the slice with the
-highest average CAM is the most pain-relevant one. MSKQuant then up-samples each CAM back
+highest average CAM is the most pain-relevant one (with the LSE pooling option: the highest
+pooled CAM, i.e. the slice that adds most to the decision). MSKQuant then up-samples each CAM back
 onto the input slice it came from (:func:`preprocessing.map_planes_to_volume`), so the CAM
 volume has the input's size, spacing, origin and direction.
 
@@ -30,14 +31,15 @@ KNEES = ("left", "right")
 class PainPrediction:
     p_right_painful: float
     cams: np.ndarray  # (2, 23, h, w) raw CAMs, knee 0 left, 1 right; positive = "this knee hurts"
-    evidence: np.ndarray  # (2, 23) mean CAM per slice (the per-location contributions)
+    evidence: np.ndarray  # (2, 23) each slice's contribution to its knee's side (mean CAM with average pooling)
 
     @property
     def painful_side(self) -> str:
         return "right" if self.p_right_painful >= 0.5 else "left"
 
     def max_cam_plane(self, knee: str) -> int:
-        """Model plane (0..22) with the highest mean CAM for ``knee`` (paper: most pain-relevant slice)."""
+        """Model plane (0..22) contributing most to ``knee`` being painful: the paper's most
+        pain-relevant slice (highest mean CAM; with LSE pooling, the highest pooled CAM)."""
         return int(np.argmax(self.evidence[KNEES.index(knee)]))
 
     def scaled_cams(self) -> np.ndarray:
@@ -65,10 +67,9 @@ def predict(model: SiamesePainNet, left_planes: np.ndarray, right_planes: np.nda
     """
     device = device or torch.device("cpu")
     x = torch.from_numpy(np.stack([left_planes, right_planes])[None].astype(np.float32)).to(device)
-    logits, cams = model.forward_with_cam(x)
+    logits, cams, contributions = model.forward_with_cam(x)
     p = float(probability_right(logits)[0].cpu())
-    cams_np = cams[0].float().cpu().numpy()
-    return PainPrediction(p, cams_np, cams_np.mean(axis=(-1, -2)))
+    return PainPrediction(p, cams[0].float().cpu().numpy(), contributions[0].float().cpu().numpy())
 
 
 def peak_index(volume_kji: np.ndarray) -> tuple:

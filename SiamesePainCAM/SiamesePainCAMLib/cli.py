@@ -81,11 +81,18 @@ def register(sub) -> None:
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (paper 0.9)")
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--batch-size", type=int, default=8, help="subjects per step (46 slices each)")
-    t.add_argument("--widths", default="16,32,64,64,128,128",
+    t.add_argument("--widths", default="8,16,32,32,64,64",
                    help="filters of the 6 convolutions (paper 64,128,256,256,512,512)")
     t.add_argument("--branch-per-location", action="store_true",
                    help="a separate convolutional branch per slice location, as the paper's 23 2D models")
     t.add_argument("--validation-fraction", type=float, default=0.1, help="share of training subjects that picks the best epoch")
+    t.add_argument("--pooling", default="average", choices=("average", "lse"),
+                   help="pooling of each slice's map: average (paper, the demo model) or lse, a smooth maximum "
+                        "that lets small lesions count")
+    t.add_argument("--lse-sharpness", type=float, default=5.0, help="r of the LSE pooling (5)")
+    t.add_argument("--quiet-painless-cam", type=float, default=0.0, metavar="WEIGHT",
+                   help="penalise positive CAM in the knee that does not hurt (0 = the paper's loss alone; the demo "
+                        "model used 5), so CAMs point at what differs between the knees")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     add_common_options(t)
@@ -210,7 +217,9 @@ def cmd_pain_train(args) -> int:
     cfg = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, lr_step_epochs=args.lr_step, lr_gamma=args.lr_gamma,
                          momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size,
                          folds=args.folds, validation_fraction=args.validation_fraction, widths=_widths(args.widths),
-                         branch_per_location=args.branch_per_location, seed=args.seed, device=args.device).validate()
+                         branch_per_location=args.branch_per_location, pooling=args.pooling,
+                         lse_sharpness=args.lse_sharpness, quiet_painless_cam=args.quiet_painless_cam,
+                         seed=args.seed, device=args.device).validate()
     progress = progress_for(args)
     out_dir = Path(args.out)
     out = OutputFolder(out_dir, TRAIN_OUTPUTS, overwrite=args.overwrite or args.resume)
@@ -250,7 +259,7 @@ def cmd_pain_train(args) -> int:
     cv, best_state = cross_validate(data, cfg, template, work, progress.sub(0.3, 0.98), resume=args.resume)
     with out:
         summary = write_reports(cv, data, out, cfg)
-        model = SiamesePainNet(cfg.widths, N_PLANES, cfg.branch_per_location, INPUT_PX)
+        model = SiamesePainNet(cfg.widths, N_PLANES, cfg.branch_per_location, INPUT_PX, cfg.pooling, cfg.lse_sharpness)
         model.load_state_dict(best_state)
         torch.save(model.state_dict(), out.path("best_model.pt"))
         digest = hashlib.sha256(out.path("best_model.pt").read_bytes()).hexdigest()

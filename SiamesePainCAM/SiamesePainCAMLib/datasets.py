@@ -56,11 +56,12 @@ class PairTruth:
 
 def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, template: np.ndarray, seed: int,
                      folder: Optional[Path] = None, subject_of=None, progress: "Progress | None" = None,
-                     variation: Optional[sim.Variation] = None):
+                     variation: Optional[sim.Variation] = None, kind_weights: Sequence[float] = (0.6, 0.4)):
     """Simulate and pre-process ``pairs_per_anatomy`` pairs of each anatomy.
 
-    Painful sides alternate per anatomy (balanced classes); the lesion kind is drawn 60 %
-    effusion, 40 % bone-marrow lesion. Returns the :class:`PairData` (memory-mapped in
+    Painful sides alternate per anatomy (balanced classes); the lesion kind is drawn with
+    ``kind_weights`` (effusion, bone-marrow lesion): 60 % / 40 % by default (the demo model's
+    data; the paper's CAM hot spots were mostly effusion-synovitis). Returns the :class:`PairData` (memory-mapped in
     ``folder`` when given) and the ground truth of every pair.
     """
     progress = as_progress(progress)
@@ -82,7 +83,8 @@ def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, t
             progress(i / n, f"Simulating pair {i + 1}/{n} ({anatomy.name})")
             rng = np.random.default_rng([seed, a, p])
             side = "right" if (p + a) % 2 == 0 else "left"
-            pair = sim.simulate_pair(anatomy, rng, f"{anatomy.name}-{p:03d}", painful_side=side, variation=variation)
+            pair = sim.simulate_pair(anatomy, rng, f"{anatomy.name}-{p:03d}", painful_side=side, variation=variation,
+                                     kind_weights=kind_weights)
             prepared = [prepare_knee(k.image, k.side, tmpl) for k in (pair.left, pair.right)]
             planes[i, 0] = prepared[0].planes
             planes[i, 1] = prepared[1].planes

@@ -20,8 +20,8 @@ for prediction of knee pain", Methods, *Image registration and quality check* an
    as one body between slices.
 4. **Crop 105 mm x 105 mm at the joint** (the paper's 294 x 294 pixels of 0.357 mm) and
    **resize to 224 x 224** (0.469 mm pixels) in one bilinear resampling through the alignment.
-5. **Intensities to [0, 1]**: per knee, the 0.5th and 99.5th percentiles of its 23 crops map
-   to 0 and 1 (clipped), so a few bright voxels cannot set the scale.
+5. **Intensities to [0, 1]** per knee (:func:`normalise_intensities`): air at 0 and the median
+   tissue intensity of the 23 crops at 0.25, clipped at 1 — a scale a lesion cannot move.
 
 Coordinates: a slice's in-plane position is described in the patient's sagittal plane as
 ``(u, v)`` mm = (towards inferior, towards posterior): rows run top to bottom and columns
@@ -52,6 +52,7 @@ PIXEL_MM = CROP_MM / INPUT_PX
 COARSE_MM = 1.5  # registration grid
 CENTRE_MM = 2.5  # grid of the centre-slice search (through-plane matching needs less detail)
 MATCH_CLIP_PERCENTILE = 75.0
+TYPICAL_TISSUE_LEVEL = 0.25  # where the median foreground intensity lands in [0, 1]
 ROTATIONS_DEG = tuple(np.arange(-12.0, 12.01, 3.0))
 MAX_SAGITTAL_TILT_DEG = 30.0
 SPACING_TOLERANCE = 0.15
@@ -521,11 +522,23 @@ def crop_plane(plane: np.ndarray, A: np.ndarray, c: np.ndarray, alignment: Align
                                     cval=cval, prefilter=False)
 
 
-def normalise_intensities(planes: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5):
-    lo, hi = np.percentile(planes, [low_pct, high_pct])
-    if hi <= lo:
+def normalise_intensities(planes: np.ndarray, typical: float = TYPICAL_TISSUE_LEVEL):
+    """Intensities to [0, 1] from a scale set by the knee's typical tissue, not its brightest.
+
+    0 is the 0.5th percentile (air); the median of the foreground (pixels above 10 % of the
+    99th percentile: marrow, muscle, cartilage) maps to ``typical`` (0.25), so fluid at about
+    four times that lands near 1 and anything brighter is clipped. A lesion covers a few per
+    cent of the knee and cannot move the median: the painful and the painless knee get the
+    same scale, so the network cannot tell them apart from a globally darker image — it must
+    look at the lesion.
+    """
+    lo = float(np.percentile(planes, 0.5))
+    fg = planes[planes > lo + 0.1 * (float(np.percentile(planes, 99)) - lo)]
+    ref = float(np.median(fg)) if fg.size else 0.0
+    if ref <= lo:
         raise InputError("The knee image is blank (no intensity variation in the 23 slices): check the input.")
-    return np.clip((planes - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), (float(lo), float(hi))
+    hi = lo + (ref - lo) / typical
+    return np.clip((planes - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), (lo, hi)
 
 
 def check_centre(frame: KneeFrame, centre: int, what: str) -> None:
@@ -626,14 +639,16 @@ def map_planes_to_volume(prepared: PreparedKnee, maps: np.ndarray, shape_kji: Tu
     """Put per-plane maps on the template grid (23, h, w) back onto the input voxel grid.
 
     Each input slice takes the map of the model plane it coincides with (within half a plane
-    spacing); in-plane the map is bilinearly up-sampled through the slice's alignment. Voxels
-    outside the 23 planes or outside the 105 mm field (to within half a map cell) are 0.
+    spacing); in-plane the map is up-sampled through the slice's alignment with a cubic spline,
+    clipped to [0, 1] (a bilinear map's maximum always sits on a map cell centre, 3.75 mm apart;
+    the spline lets it fall between them, nearer the evidence). Voxels outside the 23 planes or
+    outside the 105 mm field (to within half a map cell) are 0.
     """
     frame = prepared.frame
     maps = np.asarray(maps, np.float32)
     h, w = maps.shape[1:]
     cell = CROP_MM / h
-    # one cell of edge values, then zeros: bilinear up-sampling reaches the field's edge
+    # one cell of edge values, then zeros: the up-sampling reaches the field's edge
     padded = np.pad(np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge"), ((0, 0), (1, 1), (1, 1)))
     a_ax, b_ax = frame.in_plane_axes
     shape2 = (shape_kji[a_ax], shape_kji[b_ax])
@@ -657,9 +672,9 @@ def map_planes_to_volume(prepared: PreparedKnee, maps: np.ndarray, shape_kji: Tu
         offset = (rot_t @ (c - al.t_uv) + CROP_MM / 2) / cell - 0.5 + 2.0
         index = [slice(None)] * 3
         index[frame.slice_axis] = n
-        out[tuple(index)] = ndimage.affine_transform(padded[plane], matrix, offset, output_shape=shape2, order=1,
-                                                     mode="constant", cval=0.0, prefilter=False)
-    return out
+        out[tuple(index)] = ndimage.affine_transform(padded[plane], matrix, offset, output_shape=shape2, order=3,
+                                                     mode="constant", cval=0.0, prefilter=True)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def plane_of_slice(prepared: PreparedKnee, plane: int) -> int:

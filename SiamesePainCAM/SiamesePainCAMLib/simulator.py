@@ -20,9 +20,10 @@ CAM hot spots of painful knees, mostly effusion-synovitis (88.8 %) and bone-marr
   ±12 mm, through-plane shift ±4.5 mm (the PCL slice moves by ±1.5 slices), size ±5 %, and
   optionally a small out-of-plane tilt;
 * **the lesion**, planted in the painful knee at a known place: a suprapatellar joint
-  effusion / synovitis (fluid 4-10 mm deep, 20-45 mm up the femur) or a subchondral
-  bone-marrow lesion (ellipsoid 4-9 mm semi-axes, 3-8 mm under the cartilage, in one of four
-  femoral/tibial compartments). Both knees carry a little physiological fluid.
+  effusion / synovitis (fluid 4-10 mm deep, 20-45 mm up the femur, a rounded pouch) or a
+  subchondral bone-marrow lesion (ill-defined ellipsoid, 5-10 mm semi-axes, centre 3-8 mm
+  under the cartilage, in one of four femoral/tibial compartments). Both knees carry a little
+  physiological fluid.
 
 Each simulated knee comes with its geometry, the lesion mask on the same grid, the true
 centre (intercondylar notch / PCL) slice and the joint centre, so preprocessing, AUC and
@@ -53,7 +54,7 @@ AIR, MARROW, CORTEX, CARTILAGE, FLUID, MUSCLE, FAT, SKIN, MENISCUS, TENDON = ran
 TISSUE_NAMES = ("air", "marrow", "cortex", "cartilage", "fluid", "muscle", "fat", "skin", "meniscus", "tendon")
 # fat-suppressed intermediate-weighted TSE signal (arbitrary units)
 SIGNAL = np.array([0.0, 170.0, 40.0, 470.0, 950.0, 310.0, 120.0, 380.0, 45.0, 50.0], np.float32)
-EDEMA_SIGNAL = 650.0  # bone-marrow lesion (oedema-like)
+EDEMA_SIGNAL = 750.0  # bone-marrow lesion (oedema-like: bright in fat-suppressed marrow, below fluid)
 LESION_KINDS = ("effusion", "bml")
 WORK_MM = 0.7  # working grid spacing (the label maps' coarsest axis)
 
@@ -417,7 +418,7 @@ class Variation:
     physiological_fluid_mm: Tuple[float, float] = (0.0, 1.5)
     effusion_depth_mm: Tuple[float, float] = (4.0, 10.0)
     effusion_height_mm: Tuple[float, float] = (20.0, 45.0)
-    bml_semi_axes_mm: Tuple[float, float] = (4.0, 9.0)
+    bml_semi_axes_mm: Tuple[float, float] = (5.0, 10.0)
     bml_depth_mm: Tuple[float, float] = (3.0, 8.0)
 
     @classmethod
@@ -445,7 +446,10 @@ def _lesion_effusion(anatomy: Anatomy, rng, depth_mm, height_mm, lat_fraction=(0
     frac = rng.uniform(*lat_fraction)
     start = lo + rng.uniform(0, 1 - frac) * width
     lat = anatomy.effusion_voxels[:, 2] * anatomy.spacing[2]
-    sel = ((anatomy.effusion_depth_mm <= depth_mm) & (anatomy.effusion_height_mm <= height_mm)
+    # the recess distended into a pouch: full depth up to the patella, rounded towards its top
+    h = np.clip(anatomy.effusion_height_mm / height_mm, 0.0, None)
+    depth_here = depth_mm * np.sqrt(np.clip(1.0 - h ** 2, 0.0, 1.0))
+    sel = ((anatomy.effusion_depth_mm <= depth_here) & (anatomy.effusion_height_mm <= height_mm)
            & (lat >= start) & (lat <= start + frac * width))
     return anatomy.effusion_voxels[sel]
 
@@ -464,7 +468,7 @@ def _lesion_bml(anatomy: Anatomy, rng, semi_range, depth_range):
     hi = np.minimum(centre.astype(int) + r + 1, anatomy.shape)
     grids = np.meshgrid(*(np.arange(lo[a], hi[a]) for a in range(3)), indexing="ij")
     q = sum(((g - centre[a]) * sp[a] / semi[a]) ** 2 for a, g in enumerate(grids))
-    weight = np.exp(-1.2 * q)  # ill-defined: oedema fades into the marrow
+    weight = np.exp(-0.7 * q ** 2)  # bright core, ill-defined rim: oedema fades into the marrow
     box = tuple(slice(lo[a], hi[a]) for a in range(3))
     marrow = anatomy.tissue[box] == MARROW
     weight = np.where(marrow, weight, 0.0).astype(np.float32)
@@ -511,7 +515,7 @@ def render_knee(anatomy: Anatomy, side: str, rng: np.random.Generator, lesion: O
         site = "suprapatellar recess"
     elif lesion == "bml":
         site, box, weight, inside = _lesion_bml(anatomy, rng, var.bml_semi_axes_mm, var.bml_depth_mm)
-        edema = EDEMA_SIGNAL * rng.uniform(0.75, 1.0)
+        edema = EDEMA_SIGNAL * rng.uniform(0.8, 1.0)
         volume[box] = volume[box] * (1 - weight) + edema * weight
         lesion_w[box] = inside
     # --- pose: the knee frame inside the scanner

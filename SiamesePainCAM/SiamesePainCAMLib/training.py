@@ -16,6 +16,12 @@ reports progress, can be cancelled, and resumes from the last finished epoch.
 
 Swapping the knees of a pair and its label is a free, exact augmentation for this symmetric
 network (both knees are already indexed alike), used with probability 1/2 per sample.
+
+Optional, beyond the paper: ``quiet_painless_cam`` adds a penalty on positive CAM in the knee
+that does not hurt (:func:`painless_cam_penalty`). Per-knee CAMs of a Siamese network that
+compares the knees also light up anatomy both knees share (its evidence cancels in the
+comparison, so cross-entropy never corrects it); the penalty removes that, so CAM maxima fall
+on what differs. It uses only the pair's label, no lesion location.
 """
 
 from __future__ import annotations
@@ -54,7 +60,11 @@ class TrainingConfig:
     validation_fraction: float = 0.1
     widths: Tuple[int, ...] = DEMO_WIDTHS
     branch_per_location: bool = False
+    pooling: str = "average"  # paper; "lse" for the smooth maximum (see network.py)
+    lse_sharpness: float = 5.0
+    shared_head: bool = False  # one FC weight vector for all locations (each keeps its fusion weight and bias)
     swap_augmentation: bool = True
+    quiet_painless_cam: float = 0.0  # weight of the painless-knee CAM penalty (0 = the paper's loss alone)
     seed: int = 0
     device: str = "auto"
 
@@ -69,6 +79,11 @@ class TrainingConfig:
             raise InputError(f"The batch size must be at least 1 subject (got {self.batch_size}).")
         if self.folds < 1:
             raise InputError(f"Use at least 1 fold (got {self.folds}).")
+        if self.pooling not in ("average", "lse") or self.lse_sharpness <= 0:
+            raise InputError(f"Pooling must be 'average' or 'lse' with a positive sharpness (got {self.pooling!r}, "
+                             f"{self.lse_sharpness}).")
+        if self.quiet_painless_cam < 0:
+            raise InputError(f"The painless-knee CAM weight must be 0 or more (got {self.quiet_painless_cam}).")
         if not 0 < self.validation_fraction < 1:
             raise InputError(f"The validation fraction must be between 0 and 1 (got {self.validation_fraction}).")
         return self
@@ -175,6 +190,19 @@ def _safe_auc(labels, scores) -> float:
     return roc_auc(labels, scores)
 
 
+def painless_cam_penalty(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean squared positive CAM of the knee that does not hurt.
+
+    The label says which knee is painless; any "this knee hurts" evidence the network finds in
+    it must come from anatomy both knees share. Penalising it keeps shared anatomy at or below
+    zero in every CAM, so the CAM of the painful knee is positive only where the knees differ —
+    which is what a CAM should point at. No lesion location is used.
+    """
+    painless = (1 - labels).long()  # label 1 = right painful -> knee 0 (left) is painless
+    picked = cams[torch.arange(cams.shape[0], device=cams.device), painless]
+    return F.relu(picked).pow(2).mean()
+
+
 @dataclass
 class FoldResult:
     fold: int
@@ -199,7 +227,8 @@ def train_fold(data: PairData, train_idx: np.ndarray, val_idx: np.ndarray, cfg: 
     progress = as_progress(progress)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = SiamesePainNet(cfg.widths, N_PLANES, cfg.branch_per_location, INPUT_PX)
+    model = SiamesePainNet(cfg.widths, N_PLANES, cfg.branch_per_location, INPUT_PX, cfg.pooling, cfg.lse_sharpness,
+                           cfg.shared_head)
     model.template.copy_(torch.from_numpy(np.asarray(template, np.float32)))
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
@@ -235,7 +264,11 @@ def train_fold(data: PairData, train_idx: np.ndarray, val_idx: np.ndarray, cfg: 
                 x[swap] = x[swap].flip(1)  # left <-> right
                 y[swap] = 1 - y[swap]
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
+            if cfg.quiet_painless_cam > 0:
+                logits, cams, _ = model.forward_with_cam(x)
+                loss = F.cross_entropy(logits, y) + cfg.quiet_painless_cam * painless_cam_penalty(cams, y)
+            else:
+                loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -326,7 +359,7 @@ def cross_validate(data: PairData, cfg: TrainingConfig, template: np.ndarray, wo
         pooled[r.test_idx] = r.probabilities
         fold_of[r.test_idx] = r.fold
     tested = ~np.isnan(pooled)
-    best_fold = max(range(len(results)), key=lambda i: (results[i].validation_auc, -i))
+    best_fold = max(range(len(results)), key=lambda i: (results[i].validation_auc, -i))  # AUC across folds
     best_state = states.get(best_fold)
     if best_state is None:
         best_state = torch.load(work_dir / f"fold_{best_fold + 1}" / "best.pt", map_location="cpu", weights_only=True)
