@@ -3,7 +3,8 @@
 Definitions: Dice = 2|A∩B| / (|A| + |B|) (Hepburn et al., supplement S1); Jaccard =
 |A∩B| / |A∪B|; volume similarity = 1 - |V_A - V_B| / (V_A + V_B); Bland-Altman: mean of
 the differences (B - A) and 95 % limits of agreement mean ± 1.96 SD (sample SD, ddof=1).
-Two empty masks agree perfectly (Dice 1).
+Two empty masks agree perfectly (Dice 1). ROC curve and its area (AUC) evaluate a binary
+classifier (Chang et al., knee pain, 10-fold cross-validation).
 """
 
 from __future__ import annotations
@@ -59,3 +60,37 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)
+
+
+def roc_curve(labels: Sequence[int], scores: Sequence[float]):
+    """Receiver operating characteristic: ``(false_positive_rate, true_positive_rate, thresholds)``.
+
+    ``labels`` are 1 (positive) or 0; a case is called positive when its score is >= the
+    threshold. Tied scores move both rates together (one step per distinct score), so the
+    curve and the AUC do not depend on the order of tied cases.
+    """
+    y = np.asarray(labels).astype(int)
+    s = np.asarray(scores, float)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError("labels and scores must be equally long 1D sequences")
+    n_pos = int((y == 1).sum())
+    n_neg = int((y == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC needs at least one positive and one negative case")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    y_sorted = y[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s_sorted))[0], len(s) - 1]
+    tp = np.cumsum(y_sorted == 1)[last_of_tie]
+    fp = np.cumsum(y_sorted == 0)[last_of_tie]
+    fpr = np.r_[0.0, fp / n_neg]
+    tpr = np.r_[0.0, tp / n_pos]
+    thresholds = np.r_[np.inf, s_sorted[last_of_tie]]
+    return fpr, tpr, thresholds
+
+
+def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """Area under the ROC curve (equals the Mann-Whitney probability that a random positive
+    scores higher than a random negative, ties counting one half)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))

@@ -1,0 +1,207 @@
+"""SiamesePainCAM MRML logic: two knee volumes in, a table and two CAM volumes out.
+
+Runs the same way inside Slicer, in ``mskquant pain-cam`` and in the tests; it needs only a
+:class:`mskquant.headless.SlicerRuntime`. Chang et al., Methods and Figure 3, on Slicer nodes:
+
+* inputs: the left and right sagittal knee volumes (never modified) and optional centre
+  slices;
+* a table node with one row per knee: probability that it is the painful one, the verdict,
+  the centre slice used (and whether it was given or estimated) and the most pain-relevant
+  (max mean CAM) slice;
+* one CAM volume per knee on that knee's own grid (same size, spacing, origin, direction),
+  values 0..1 on one scale for both knees, with a heat colour map and values below 0.05
+  transparent, meant to be shown as the foreground layer over the knee;
+* the RAS position of each knee's CAM hot spot on its max-CAM slice, for jumping the slice
+  views there; an overlay picture (PNG) and the files of the command line contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from mskquant import mrml, render
+from mskquant.errors import InputError
+from mskquant.headless import SlicerRuntime, current_runtime
+from mskquant.image import Image
+from mskquant.progress import Progress, as_progress
+
+from .parameters import PainCAMParameters
+from .pipeline import SIDES, PainModel, PainResult, analyse_pair, load_pain_model
+
+HEAT_COLOR_NODE = "MSKQuant CAM heat"
+CAM_THRESHOLD = 0.05
+OUTPUT_FILES = ("pain.json", "pain.csv", "cam_left.nii.gz", "cam_right.nii.gz", "cam_overlay.png")
+TABLE_COLUMNS = ("knee", "p_painful", "painful", "centre_slice", "centre_source", "max_cam_slice", "max_mean_cam")
+
+
+@dataclass
+class PainCAMResult:
+    analysis: PainResult
+    table: object  # vtkMRMLTableNode
+    cam_volumes: Dict[str, object]  # side -> vtkMRMLScalarVolumeNode
+    inputs: Dict[str, object]  # side -> the input volume nodes
+    hot_spot_ras: Dict[str, List[float]]
+    model: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def p_right_painful(self) -> float:
+        return self.analysis.p_right_painful
+
+    @property
+    def painful_side(self) -> str:
+        return self.analysis.painful_side
+
+    @property
+    def warnings(self) -> List[str]:
+        return self.analysis.warnings
+
+
+def _describe(node) -> str:
+    return f"'{node.GetName()}'"
+
+
+class PainCAMLogic:
+    """Which knee hurts, on MRML nodes."""
+
+    def __init__(self, runtime: Optional[SlicerRuntime] = None, model_store=None) -> None:
+        self.rt = runtime or current_runtime()
+        self._model_store = model_store
+        self._models: Dict[tuple, PainModel] = {}
+
+    # --- model -------------------------------------------------------------------------------
+    @property
+    def model_store(self):
+        if self._model_store is None:
+            from mskquant.models import ModelStore
+
+            self._model_store = ModelStore()
+        return self._model_store
+
+    def model(self, params: PainCAMParameters, progress: "Progress | None" = None) -> PainModel:
+        """Fetch, verify (SHA-256) and load the model once per id and device."""
+        from mskquant.device import select_device
+
+        spec = self.model_store.registry.get(params.model_id)
+        if spec.module != "SiamesePainCAM":
+            raise InputError(f"Model '{spec.id}' belongs to {spec.module}, not SiamesePainCAM: choose a pain model.")
+        device = select_device(params.device)
+        key = (spec.id, spec.version, str(device))
+        if key not in self._models:
+            paths = self.model_store.ensure(spec.id, progress)
+            self._models[key] = load_pain_model(paths[0], spec.architecture, device, spec.id, spec.version,
+                                                spec.files[0].sha256)
+        return self._models[key]
+
+    # --- inputs ------------------------------------------------------------------------------
+    @staticmethod
+    def knee_image(volume, side: str) -> Image:
+        if volume is None:
+            raise InputError(f"No {side} knee volume selected: select the {side} knee's sagittal series.")
+        if not volume.IsA("vtkMRMLScalarVolumeNode") or volume.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise InputError(f"The {side} knee input {_describe(volume)} is not a grey-level volume: select the "
+                             f"sagittal MRI series.")
+        return mrml.image_from_volume(volume, dtype=np.float32)
+
+    # --- the workflow --------------------------------------------------------------------------
+    def run(self, left_volume, right_volume, params: Optional[PainCAMParameters] = None,
+            progress: "Progress | None" = None, name: str = "Pain CAM") -> PainCAMResult:
+        params = (params or PainCAMParameters()).validate()
+        progress = as_progress(progress)
+        if left_volume is not None and left_volume is right_volume:
+            raise InputError("The same volume is selected as the left and the right knee: select one series per knee.")
+        images = {"left": self.knee_image(left_volume, "left"), "right": self.knee_image(right_volume, "right")}
+        model = self.model(params, progress.sub(0.0, 0.05))
+        analysis = analyse_pair(model, images["left"], images["right"], params.centre("left"), params.centre("right"),
+                                progress.sub(0.05, 0.95), (left_volume.GetName(), right_volume.GetName()))
+        progress(0.96, "Creating the CAM volumes and the table")
+        heat = self.heat_color_node()
+        inputs = {"left": left_volume, "right": right_volume}
+        cams, hot = {}, {}
+        for side in SIDES:
+            node = mrml.volume_from_image(self.rt, Image(analysis.cam[side], analysis.geometry[side]),
+                                          f"{name} CAM {side}", color_node=heat, window_level=(1.0, 0.5))
+            display = node.GetDisplayNode()
+            display.SetAutoThreshold(False)
+            display.SetLowerThreshold(CAM_THRESHOLD)
+            display.SetUpperThreshold(1.0)
+            display.SetApplyThreshold(True)  # CAM below the floor is transparent over the knee
+            node.SetAttribute("MSKQuant.Module", "SiamesePainCAM")
+            node.SetAttribute("MSKQuant.Knee", side)
+            node.SetAttribute("MSKQuant.MaxCamSlice", str(analysis.max_cam_slice[side]))
+            node.SetNodeReferenceID("MSKQuantInput", inputs[side].GetID())
+            cams[side] = node
+            hot[side] = self.hot_spot(analysis, side)
+        table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+        self._fill_table(table, analysis)
+        table.SetAttribute("MSKQuant.p_right_painful", repr(analysis.p_right_painful))
+        table.SetAttribute("MSKQuant.painful_side", analysis.painful_side)
+        table.SetAttribute("MSKQuant.model", f"{model.model_id} {model.version}")
+        for side in SIDES:
+            cams[side].SetNodeReferenceID("MSKQuantTable", table.GetID())
+        progress(1.0, f"{analysis.painful_side.capitalize()} knee painful (p right = {analysis.p_right_painful:.3f})")
+        return PainCAMResult(analysis, table, cams, inputs, hot,
+                             {"id": model.model_id, "version": model.version, "sha256": model.sha256})
+
+    def heat_color_node(self):
+        node = self.rt.scene.GetFirstNodeByName(HEAT_COLOR_NODE)
+        if node is None or not node.IsA("vtkMRMLProceduralColorNode"):
+            node = mrml.continuous_color_node(self.rt, HEAT_COLOR_NODE, render.colormap_points("heat"))
+        return node
+
+    @staticmethod
+    def hot_spot(analysis: PainResult, side: str) -> List[float]:
+        """RAS (mm) of the CAM maximum on the knee's max-CAM slice (where to jump the views)."""
+        prepared = analysis.prepared[side]
+        cam = analysis.cam[side]
+        axis = prepared.frame.slice_axis
+        n = analysis.max_cam_slice[side]
+        sl = np.take(cam, n, axis=axis)
+        a, b = np.unravel_index(int(np.argmax(sl)), sl.shape)
+        kji = [0, 0, 0]
+        kji[axis] = n
+        others = [ax for ax in range(3) if ax != axis]
+        kji[others[0]], kji[others[1]] = int(a), int(b)
+        ijk = np.array([kji[2], kji[1], kji[0], 1.0])
+        return [float(v) for v in (analysis.geometry[side].ijk_to_ras @ ijk)[:3]]
+
+    def _fill_table(self, table, analysis: PainResult) -> None:
+        cols = {c: [] for c in TABLE_COLUMNS}
+        for k, side in enumerate(SIDES):
+            p = analysis.p_right_painful if side == "right" else 1.0 - analysis.p_right_painful
+            values = (side, p, "yes" if analysis.painful_side == side else "no", analysis.prepared[side].centre_slice,
+                      analysis.prepared[side].centre_source, analysis.max_cam_slice[side],
+                      float(analysis.prediction.evidence[k].max()))
+            for c, v in zip(TABLE_COLUMNS, values):
+                cols[c].append(v)
+        mrml.table_from_columns(self.rt, table.GetName(), cols, node=table)
+
+    # --- outputs ---------------------------------------------------------------------------------
+    def summary(self, result: PainCAMResult) -> Dict:
+        out = result.analysis.summary()
+        out["model"] = dict(result.model)
+        out["software"] = f"mskquant {__import__('mskquant').__version__}"
+        return out
+
+    def export(self, result: PainCAMResult, folder: Path, opacity: float = 0.6, extra: Optional[Dict] = None) -> List[Path]:
+        """pain.json, pain.csv, cam_left/right.nii.gz (input geometry) and cam_overlay.png in ``folder``
+        (an :class:`mskquant.atomic.OutputFolder` stage, so they appear together or not at all)."""
+        from mskquant.cli.common import write_json
+        from mskquant.imageio import write_image
+
+        from .figures import write_overlay_png
+
+        folder = Path(folder)
+        summary = self.summary(result)
+        if extra:
+            summary.update(extra)
+        paths = [write_json(summary, folder / "pain.json"), mrml.write_table_csv(result.table, folder / "pain.csv")]
+        for side in SIDES:
+            geometry = mrml.geometry_of(result.cam_volumes[side])
+            cam = mrml.image_from_volume(result.cam_volumes[side], dtype=np.float32)
+            paths.append(write_image(Image(cam.array, geometry), folder / f"cam_{side}.nii.gz"))
+        paths.append(write_overlay_png(result.analysis, folder / "cam_overlay.png", opacity))
+        return paths

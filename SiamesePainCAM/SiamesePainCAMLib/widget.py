@@ -1,0 +1,166 @@
+"""SiamesePainCAM panel (GUI layer: runs only inside the Slicer application).
+
+Select the left and right sagittal knee volumes, optionally their centre (PCL) slices
+(-1 = estimate), and Run: the table gives the probability and the painful side; "Show left" /
+"Show right" put that knee in the background, its CAM in the foreground (heat colours,
+opacity from the slider) and jump every slice view to the CAM hot spot on the most
+pain-relevant slice; "Export" writes the command-line files and the overlay PNG.
+No computation happens here: the panel calls :class:`SiamesePainCAMLib.logic.PainCAMLogic`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import slicer
+
+from mskquant.panel import RunControls, show_volume
+
+from .parameters import AUTO, DEFAULT_MODEL, PainCAMParameters
+
+
+class SiamesePainCAMPanel:
+    def __init__(self, ui_path: str) -> None:
+        self.widget = slicer.util.loadUI(ui_path)
+        self.ui = slicer.util.childWidgetVariables(self.widget)
+        self.widget.setMRMLScene(slicer.mrmlScene)
+        self._logic = None
+        self.result = None
+        self.controls = RunControls(self.ui.runButton, self.ui.cancelButton, self.ui.progressBar, self.ui.statusLabel)
+        self.ui.runButton.connect("clicked(bool)", self.onRun)
+        self.ui.showLeftButton.connect("clicked(bool)", lambda *_: self.showKnee("left"))
+        self.ui.showRightButton.connect("clicked(bool)", lambda *_: self.showKnee("right"))
+        self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self._fill_models()
+        self._load_parameters()
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def logic(self):
+        if self._logic is None:
+            from mskquant.dependencies import ensure_dependencies
+
+            ensure_dependencies()
+            from .logic import PainCAMLogic
+
+            self._logic = PainCAMLogic()
+        return self._logic
+
+    def _fill_models(self) -> None:
+        combo = self.ui.modelComboBox
+        combo.clear()
+        try:
+            from mskquant.models import ModelRegistry
+
+            ids = [s.id for s in ModelRegistry().specs() if s.module == "SiamesePainCAM"]
+        except Exception:  # a broken user registry must not break the panel; Run reports it
+            ids = []
+        for model_id in ids or [DEFAULT_MODEL]:
+            combo.addItem(model_id)
+
+    def _parameter_node(self):
+        node = slicer.mrmlScene.GetSingletonNode("SiamesePainCAM", "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.vtkMRMLScriptedModuleNode()
+            node.SetSingletonTag("SiamesePainCAM")
+            node.SetName("SiamesePainCAM parameters")
+            node = slicer.mrmlScene.AddNode(node)
+        return node
+
+    def _load_parameters(self) -> None:
+        p = PainCAMParameters.load_from_node(self._parameter_node())
+        self.ui.leftCentreSpinBox.value = p.centre_left
+        self.ui.rightCentreSpinBox.value = p.centre_right
+        self.ui.deviceComboBox.currentText = p.device
+        idx = self.ui.modelComboBox.findText(p.model_id)
+        if idx >= 0:
+            self.ui.modelComboBox.setCurrentIndex(idx)
+        self.ui.opacitySlider.value = p.overlay_opacity
+
+    def parameters(self) -> PainCAMParameters:
+        p = PainCAMParameters(model_id=self.ui.modelComboBox.currentText or DEFAULT_MODEL,
+                              device=self.ui.deviceComboBox.currentText,
+                              centre_left=int(self.ui.leftCentreSpinBox.value),
+                              centre_right=int(self.ui.rightCentreSpinBox.value),
+                              overlay_opacity=float(self.ui.opacitySlider.value))
+        p.validate().save_to_node(self._parameter_node())
+        return p
+
+    def enter(self) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        self.controls.cancel()
+
+    # --- actions ----------------------------------------------------------------------------
+    def onRun(self, *_):
+        left = self.ui.leftSelector.currentNode()
+        right = self.ui.rightSelector.currentNode()
+        params = self.parameters()
+
+        def task(progress):
+            return self.logic().run(left, right, params, progress=progress,
+                                    name=slicer.mrmlScene.GenerateUniqueName("Pain CAM"))
+
+        result = self.controls.run(task, "Knee-pain CAM failed.")
+        if result is None:
+            return
+        self.result = result
+        self._show_result()
+        self.showKnee(result.painful_side)
+        for w in result.warnings:
+            slicer.util.warningDisplay(w, windowTitle="SiamesePainCAM")
+
+    def _show_result(self) -> None:
+        r = self.result
+        a = r.analysis
+        lines = [f"<b>{a.painful_side.capitalize()} knee painful</b>: P(right painful) = {a.p_right_painful:.3f}"]
+        for side in ("left", "right"):
+            pk = a.prepared[side]
+            centre = f"{pk.centre_slice} ({pk.centre_source})"
+            lines.append(f"{side.capitalize()}: centre slice {centre}, most pain-relevant slice {a.max_cam_slice[side]}")
+        lines.append("Trained on simulated pairs; not validated on real scans." if r.model.get("id") == DEFAULT_MODEL
+                     else f"Model {r.model.get('id')} {r.model.get('version')}")
+        self.ui.resultLabel.text = "<br>".join(lines)
+        self.ui.resultTableView.setMRMLTableNode(r.table)
+        for b in (self.ui.showLeftButton, self.ui.showRightButton, self.ui.exportButton):
+            b.enabled = True
+        if self.ui.leftCentreSpinBox.value == AUTO:
+            self.ui.statusLabel.text += f" Estimated centre slices: left {a.prepared['left'].centre_slice}, right " \
+                                        f"{a.prepared['right'].centre_slice}."
+
+    def showKnee(self, side: str) -> None:
+        """That knee with its CAM overlaid; every slice view jumps to the CAM hot spot."""
+        if self.result is None:
+            return
+        r = self.result
+        show_volume(background=r.inputs[side], foreground=r.cam_volumes[side],
+                    foreground_opacity=float(self.ui.opacitySlider.value), fit=True)
+        ras = r.hot_spot_ras[side]
+        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, ras[0], ras[1], ras[2],
+                                              slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        self.ui.statusLabel.text = (f"{side.capitalize()} knee, slice {r.analysis.max_cam_slice[side]} "
+                                    f"(highest mean CAM).")
+
+    def onOpacity(self, value) -> None:
+        if self.result is not None:
+            slicer.util.setSliceViewerLayers(foregroundOpacity=float(value))
+
+    def onExport(self, *_):
+        folder = self.ui.exportDirectoryLineEdit.currentPath
+        if not folder:
+            slicer.util.errorDisplay("Choose an export folder first.")
+            return
+        from mskquant.atomic import OutputFolder
+
+        from .logic import OUTPUT_FILES
+
+        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            existing = [n for n in OUTPUT_FILES if (Path(folder) / n).exists()]
+            overwrite = bool(existing) and slicer.util.confirmYesNoDisplay(
+                f"{folder} already holds {', '.join(existing)}. Replace them?")
+            if existing and not overwrite:
+                return
+            with OutputFolder(folder, OUTPUT_FILES, overwrite=overwrite) as out:
+                self.logic().export(self.result, out.stage, opacity=float(self.ui.opacitySlider.value))
+            self.ui.statusLabel.text = f"Exported to {folder}."
