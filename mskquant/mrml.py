@@ -18,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .atomic import atomic_path
+from .csvio import write_rows_csv  # noqa: F401  (the table adapters and the modules share it)
 from .errors import InputError, OutputError
 from .headless import SlicerRuntime, import_slicer
 from .image import Geometry, Image
@@ -383,23 +384,6 @@ def columns_from_table(table_node) -> Dict[str, list]:
         values = [col.GetValue(r) for r in range(table.GetNumberOfRows())]
         out[col.GetName()] = values
     return out
-
-
-def _csv_value(v) -> str:
-    if isinstance(v, float):
-        return "" if np.isnan(v) else repr(float(v))
-    return str(v)
-
-
-def write_rows_csv(path: "str | os.PathLike", header: Sequence[str], rows: Iterable[Sequence]) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(header)
-            for row in rows:
-                w.writerow([_csv_value(v) for v in row])
-    return path
 
 
 def write_table_csv(table_node, path: "str | os.PathLike") -> Path:

@@ -371,7 +371,7 @@ def cross_validate(data: PairData, cfg: TrainingConfig, template: np.ndarray, wo
 def write_reports(cv: CrossValidation, data: PairData, out, cfg: TrainingConfig) -> Dict:
     """folds.csv, predictions.csv, history.csv, cv.json and roc.png in an open OutputFolder."""
     from mskquant import render
-    from mskquant.mrml import write_rows_csv  # CSV writer shared by the modules
+    from mskquant.csvio import write_rows_csv
 
     write_rows_csv(out.path("folds.csv"), ["fold", "n_test", "auc", "best_epoch", "validation_auc"],
                    [[r.fold, len(r.test_idx), r.auc, r.best_epoch, r.validation_auc] for r in cv.folds])
