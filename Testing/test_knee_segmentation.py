@@ -231,3 +231,49 @@ def test_bundled_model_gives_the_same_mask_for_any_voxel_order():
     back = np.flip(np.transpose(mask, np.argsort(perm)), axis=(0, 2))
     np.testing.assert_array_equal(back, ref)
     assert ref.sum() > 0
+
+
+# --- registering weights trained elsewhere ---------------------------------------------------------------------
+def test_models_add_reads_the_thresholds_from_the_file(tmp_path, model_dir, cli):
+    from mskquant.models import ModelRegistry
+
+    tiny_checkpoint(tmp_path / "real_oai.pt", postprocessing={"probability_threshold": 0.47,
+                                                              "min_slice_area_mm2": 55.0, "calibrated": True})
+    rc, out, err = cli("models", "add", tmp_path / "real_oai.pt", "--id", "knee-oai-real", "--like", DEFAULT_MODEL_ID)
+    assert rc == 0, err
+    spec = ModelRegistry().get("knee-oai-real")
+    assert spec.user and spec.module == "KneeT2Segment" and spec.task == "femoral-cartilage-segmentation"
+    assert spec.get("postprocessing")["probability_threshold"] == 0.47
+    assert spec.architecture["params"]["features"] == [2, 4]  # the file's own architecture, not the bundled one
+    m = load_model("knee-oai-real")
+    assert (m.thresholds.probability, m.thresholds.min_slice_area_mm2) == (0.47, 55.0)
+    tiny_checkpoint(tmp_path / "raw.pt")
+    rc, _, err = cli("models", "add", tmp_path / "raw.pt", "--id", "knee-raw", "--like", DEFAULT_MODEL_ID)
+    assert rc == 2 and "no calibrated post-processing thresholds" in err and "knee-calibrate" in err
+    from mskquant.unet import UNet2D
+
+    torch.save(UNet2D(1, 1, (2, 4)).state_dict(), str(tmp_path / "bare.pt"))
+    rc, _, err = cli("models", "add", tmp_path / "bare.pt", "--id", "knee-bare", "--like", DEFAULT_MODEL_ID)
+    assert rc == 2 and "bare state dict" in err
+    assert "knee-raw" not in ModelRegistry().ids() and "knee-bare" not in ModelRegistry().ids()
+
+
+def test_a_user_entry_without_thresholds_is_refused_at_use(tmp_path, model_dir):
+    """Entries edited by hand (or added through the Python API) without thresholds get one clear error."""
+    from mskquant.models import ModelStore
+
+    tiny_checkpoint(tmp_path / "raw.pt")
+    ModelStore().add(tmp_path / "raw.pt", "knee-handmade", like=DEFAULT_MODEL_ID)
+    with pytest.raises(ModelError, match="no calibrated post-processing thresholds"):
+        load_model("knee-handmade")
+
+
+@needs_bundled
+def test_bundled_model_registered_again_as_a_user_model_segments_the_same(tmp_path, model_dir, cli):
+    shutil.copy(BUNDLED, tmp_path / "copy.pt")
+    rc, _, err = cli("models", "add", tmp_path / "copy.pt", "--id", "knee-copy", "--like", DEFAULT_MODEL_ID)
+    assert rc == 0, err
+    ph = small_phantom()
+    a = segment(ph.series, load_model(DEFAULT_MODEL_ID)).mask
+    b = segment(ph.series, load_model("knee-copy")).mask
+    np.testing.assert_array_equal(a, b)
