@@ -546,12 +546,18 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
                 opt.step()
                 losses.append(float(loss.detach()))
                 done = (epoch - start_epoch + (b + 1) / n_batches) / max(epochs_left, 1)
-                per_epoch = (np.mean(epoch_times) if epoch_times else (time.monotonic() - t_epoch) / ((b + 1) / n_batches))
-                eta = per_epoch * (config.epochs - epoch - (b + 1) / n_batches)
-                if math.isfinite(deadline):
-                    eta = min(eta, deadline - elapsed())
-                train_progress(min(done, 1.0), f"Epoch {epoch + 1}/{config.epochs}, batch {b + 1}/{n_batches}: "
-                                               f"loss {np.mean(losses[-20:]):.3f}, ETA {_format_eta(eta)}")
+                if b == 0 or not epoch_times and b == min(10, n_batches - 1):
+                    # the ETA is refreshed once per epoch so that terminal progress prints one line per epoch
+                    per_epoch = (np.mean(epoch_times) if epoch_times else
+                                 (time.monotonic() - t_epoch) * n_batches / (b + 1))
+                    eta = per_epoch * (config.epochs - epoch - (b + 1) / n_batches)
+                    if math.isfinite(deadline):
+                        eta = min(eta, deadline - elapsed())
+                    last = history[-1] if history else None
+                    status = (f", last loss {last['loss']:.3f}, validation Dice {last['validation_dice']:.3f}"
+                              if last else "")
+                    head = f"Epoch {epoch + 1}/{config.epochs}{status}, ETA {_format_eta(eta)}"
+                train_progress(min(done, 1.0), f"{head} (batch {b + 1}/{n_batches}, loss {np.mean(losses[-20:]):.3f})")
             epoch += 1
             row = {"epoch": epoch, "loss": float(np.mean(losses)), "learning_rate": lr, "samples": len(plan),
                    "validation_dice": float("nan"), "seconds": 0.0}
