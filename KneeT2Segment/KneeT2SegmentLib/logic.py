@@ -44,7 +44,7 @@ from .agreement import SCAN_COLUMNS, SET_COLUMNS, ScanAgreement, SetAgreement, a
 from .change import CHANGE_COLUMNS, ChangeResult, TimePoint, compare
 from .mese import MeseSeries, make_series, normalize_laterality, read_mese, validate_echo_times
 from .parameters import KneeT2Parameters
-from .quantify import Quantification, quantify
+from .quantify import Quantification, quantify, resolve_laterality
 from .subregions import CSV_COLUMNS, SUBREGION_ABBREVIATIONS, SUBREGION_COLORS, SUBREGION_NAMES
 
 T2_COLOR_NODE = "MSKQuant T2 (0-100 ms)"
@@ -313,6 +313,7 @@ class KneeT2Logic:
         series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
         auto = None
         segmentation_info = None
+        resolve_laterality(series, params.laterality)  # before any long step: medial/lateral needs it
         if mask_node is not None:
             cart, source = self.cartilage_mask(mask_node, segment, series), f"{_describe(mask_node)}"
             raw = mask_node.GetAttribute(SEGMENTATION_ATTRIBUTE) if mask_node.IsA("vtkMRMLSegmentationNode") else None
