@@ -160,12 +160,72 @@ def test_bad_mese_inputs(runs, tmp_path, cli):
                   match="different geometry")
 
 
-def test_bad_masks_and_missing_segmentation(runs, tmp_path, cli):
+def test_knee_t2_without_mask_segments_automatically(runs, tmp_path, cli):
+    from mskquant.metrics import dice
+
+    ph = runs / "phantom"
+    rc, out, err = cli("knee-t2", "--mese", ph / "mese.nii.gz", "--out", tmp_path / "auto", "-q")
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "auto" / "knee_t2.json").read_text())
+    seg = summary["segmentation"]
+    assert summary["mask_source"] == "automatic (knee-femoral-cartilage-mese)" and seg["edited"] is False
+    assert 0 < seg["thresholds"]["probability_threshold"] < 1 and seg["thresholds"]["fit_probability"] == 0.01
+    labels = read_image(tmp_path / "auto" / "subregions.nii.gz").array
+    truth = read_image(ph / "truth_cartilage.nii.gz").array != 0
+    assert (labels > 0).sum() == seg["counts"]["final"] and dice(labels > 0, truth) > 0.6
+    assert "cartilage segmented by knee-femoral-cartilage-mese" in err
+
+
+def test_bad_segmentation_models(runs, tmp_path, cli):
+    import torch
+
+    from test_knee_segmentation import tiny_checkpoint
+
     ph = runs / "phantom"
     out = tmp_path / "out"
-    line = fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--out", out,
-                         match="Automatic femoral cartilage segmentation is not available yet")
-    assert "--mask" in line
+    fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--model", tmp_path / "missing.pt", "--out", out,
+                  match="does not exist")
+    (tmp_path / "corrupt.pt").write_bytes(b"\x80\x02 truncated" * 20)
+    fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--model", tmp_path / "corrupt.pt", "--out", out,
+                  match="cannot be read")
+    ckpt = tiny_checkpoint(tmp_path / "shape.pt", postprocessing={"probability_threshold": 0.5,
+                                                                  "min_slice_area_mm2": 40.0})
+    ckpt["state_dict"]["last_layer.weight"] = torch.zeros(1, 3, 1, 1)
+    torch.save(ckpt, str(tmp_path / "shape.pt"))
+    fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--model", tmp_path / "shape.pt", "--out", out,
+                  match="of another shape")
+    tiny_checkpoint(tmp_path / "uncalibrated.pt")
+    fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--model", tmp_path / "uncalibrated.pt",
+                  "--out", out, match="no calibrated post-processing thresholds")
+    fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--model", "no-such-model", "--out", out,
+                  match="Unknown model 'no-such-model'")
+    fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--model", "sij-disease-region", "--out", out,
+                  match="not a femoral cartilage segmentation model")
+
+
+def test_not_sagittal_or_too_few_slices_for_the_network(runs, tmp_path, cli):
+    ph = runs / "phantom"
+    out = tmp_path / "out"
+    mese = read_image(ph / "mese.nii.gz")
+    g = mese.geometry
+    axial = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).T  # thick slices along S
+    (tmp_path / "axial").mkdir()
+    write_image(Image(mese.array, Geometry.from_spacing(g.shape_ijk, g.spacing, g.origin, axial)),
+                tmp_path / "axial" / "mese.nii.gz")
+    shutil.copy(ph / "mese.json", tmp_path / "axial" / "mese.json")
+    fails_cleanly(cli, out, "knee-t2", "--mese", tmp_path / "axial" / "mese.nii.gz", "--out", out,
+                  match="not sagittal")
+    (tmp_path / "thin").mkdir()
+    few = Geometry((g.shape_ijk[0], g.shape_ijk[1], 3), g.ijk_to_ras)
+    write_image(Image(mese.array[:, 9:12], few), tmp_path / "thin" / "mese.nii.gz")
+    shutil.copy(ph / "mese.json", tmp_path / "thin" / "mese.json")
+    fails_cleanly(cli, out, "knee-t2", "--mese", tmp_path / "thin" / "mese.nii.gz", "--out", out,
+                  match="3 sagittal slice(s): automatic segmentation needs at least 5")
+
+
+def test_bad_masks(runs, tmp_path, cli):
+    ph = runs / "phantom"
+    out = tmp_path / "out"
     mask = read_image(ph / "truth_cartilage.nii.gz")
     write_image(Image(np.zeros_like(mask.array), mask.geometry), tmp_path / "empty.nii.gz")
     fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--mask", tmp_path / "empty.nii.gz",

@@ -13,9 +13,14 @@ from mskquant.image import Geometry, Image
 
 from KneeT2SegmentLib import anatomy as an
 from KneeT2SegmentLib import simulator as sm
-from KneeT2SegmentLib.logic import AUTOMATIC_SEGMENTATION_MISSING, T2_COLOR_NODE, KneeT2Logic
+from KneeT2SegmentLib.logic import CARTILAGE_SEGMENT, T2_COLOR_NODE, KneeT2Logic
 from KneeT2SegmentLib.parameters import KneeT2Parameters
 from KneeT2SegmentLib.subregions import CSV_COLUMNS, SUBREGION_NAMES
+
+from conftest import ROOT
+
+needs_bundled = pytest.mark.skipif(not (ROOT / "Resources" / "Models" / "knee-femoral-cartilage-mese.pt").is_file(),
+                                   reason="bundled cartilage model not present")
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +128,6 @@ def test_bad_masks_and_series_give_one_clear_error(runtime, phantoms):
 def test_automatic_segmentation_hook(runtime, phantoms):
     base, _ = phantoms
     seq, _ = KneeT2Logic(runtime).add_mese(base.series, "MESE")
-    with pytest.raises(InputError) as err:
-        KneeT2Logic(runtime).run(seq, params=params_for(base))
-    assert str(err.value) == AUTOMATIC_SEGMENTATION_MISSING and "--mask" in str(err.value)
     calls = []
 
     def segmenter(series, progress):
@@ -136,6 +138,56 @@ def test_automatic_segmentation_hook(runtime, phantoms):
     res = KneeT2Logic(runtime, segmenter=segmenter).run(seq, params=params_for(base))
     assert calls == [7] and res.mask_source == "automatic"
     assert res.quant.mask.sum() == base.cartilage_mask.array.sum()
+
+
+@needs_bundled
+def test_segment_edit_recompute_restore(runtime, phantoms):
+    """Segment -> editable node + hidden original; an edit is quantified as edited; restore undoes it."""
+    from mskquant.metrics import dice
+
+    base, _ = phantoms
+    logic = KneeT2Logic(runtime)
+    seq, _ = logic.add_mese(base.series, "MESE")
+    g = base.series.geometry
+    seg = logic.segment(seq, params_for(base), name="cartilage")
+    first = logic.segment(seq, params_for(base), name="cartilage")  # a second run never reuses the first node
+    assert first.segmentation.GetID() != seg.segmentation.GetID()
+    assert mrml.segment_names(seg.segmentation) == [CARTILAGE_SEGMENT]
+    auto = mrml.segment_mask(seg.segmentation, CARTILAGE_SEGMENT, g)
+    np.testing.assert_array_equal(auto, seg.result.mask)
+    assert dice(auto, base.cartilage_mask.array) > 0.6
+    assert not seg.automatic.GetDisplayNode().GetVisibility() and not logic.is_edited(seg.segmentation)
+    unedited = logic.run(seq, seg.segmentation, CARTILAGE_SEGMENT, params_for(base), name="auto")
+    assert unedited.summary["segmentation"]["edited"] is False and "not edited" in unedited.mask_source
+    edited = auto.copy()
+    k = int(np.argmax(auto.sum(axis=(1, 2))))
+    edited[k] = False  # the reader removes one slice
+    mrml.set_segment(seg.segmentation, mrml.SegmentSpec(CARTILAGE_SEGMENT, edited, (0.2, 0.75, 0.95)), g,
+                     mrml.find_segment_id(seg.segmentation, CARTILAGE_SEGMENT))
+    assert logic.is_edited(seg.segmentation)
+    res = logic.run(seq, seg.segmentation, CARTILAGE_SEGMENT, params_for(base), name="edited")
+    assert res.summary["segmentation"]["edited"] is True and "(automatic, edited)" in res.mask_source
+    assert not res.quant.refined[k].any() and res.quant.refined.sum() < unedited.quant.refined.sum()
+    np.testing.assert_array_equal(mrml.segment_mask(seg.automatic, CARTILAGE_SEGMENT, g), auto)  # original kept
+    logic.restore_automatic(seg.segmentation)
+    assert not logic.is_edited(seg.segmentation)
+    np.testing.assert_array_equal(mrml.segment_mask(seg.segmentation, CARTILAGE_SEGMENT, g), auto)
+
+
+@needs_bundled
+def test_run_without_a_mask_segments_and_reuses_the_fit(runtime, phantoms):
+    base, _ = phantoms
+    logic = KneeT2Logic(runtime)
+    seq, _ = logic.add_mese(base.series, "MESE")
+    res = logic.run(seq, params=params_for(base), name="automatic")
+    seg = res.summary["segmentation"]
+    assert res.mask_source == "automatic (knee-femoral-cartilage-mese)" and seg["edited"] is False
+    assert seg["counts"]["final"] == int(res.quant.mask.sum())
+    # the shared fit gives exactly what a fresh fit of the final mask gives
+    again = logic.run(seq, mask=res.quant.mask, params=params_for(base), name="same mask")
+    np.testing.assert_array_equal(np.isfinite(res.quant.t2_map), np.isfinite(again.quant.t2_map))
+    np.testing.assert_allclose(res.quant.t2_map, again.quant.t2_map, rtol=1e-6, equal_nan=True)
+    assert [r.as_row() for r in res.quant.rows] == [r.as_row() for r in again.quant.rows]
 
 
 def test_change_between_two_results_and_export(runtime, phantoms, tmp_path):

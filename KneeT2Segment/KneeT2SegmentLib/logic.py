@@ -7,16 +7,21 @@ only needs a :class:`mskquant.headless.SlicerRuntime`. Steps (Thomas et al. 2.5-
 1. the MESE series: a sequence node whose index values are the echo times (what Slicer makes
    of a multi-echo DICOM series or a 4D file), validated by :mod:`.mese`;
 2. the femoral cartilage mask: the user's segment (resampled onto the MESE grid) or labelmap
-   (which must be on the MESE grid); without one, :meth:`KneeT2Logic.segment_cartilage` is
-   the hook for the automatic segmentation (a later release) and says clearly that it is not
-   available yet;
+   (which must be on the MESE grid); without one, the automatic segmentation
+   (:mod:`.segmentation`, Thomas et al. 2.3-2.5) through :meth:`KneeT2Logic.segment_cartilage`.
+   :meth:`KneeT2Logic.segment` makes it a segmentation node ("Femoral cartilage") the user can
+   edit in Segment Editor before quantifying, with a hidden unedited copy: running again never
+   overwrites it, and results record whether the segment was edited;
 3. :func:`.quantify.quantify`: noise-corrected T2 fit, refinement, 12 subregions, statistics;
 4. nodes: a T2 map volume with a 0-100 ms colour map, a segmentation with the 12 named
    subregions, a table (the CSV contract's columns) and a bar plot of the subregion means;
    the result summary (incl. projection maps) rides on the table node so that two results in
    a saved scene can be compared later;
 5. change over time between two results: a table and plot of Delta T2 per subregion and the
-   focal clusters of the aligned projection maps (:mod:`.change`).
+   focal clusters of the aligned projection maps (:mod:`.change`);
+6. agreement between two segmentations (model vs reader, reader vs reader; :mod:`.agreement`,
+   Thomas et al. 2.6): Dice, Jaccard and per-region mean T2 of one scan, and Spearman, MAE,
+   bias and Bland-Altman limits over a set of scans, as table and plot nodes.
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ from mskquant.headless import SlicerRuntime, current_runtime
 from mskquant.image import Image
 from mskquant.progress import Progress, as_progress
 
+from .agreement import SCAN_COLUMNS, SET_COLUMNS, ScanAgreement, SetAgreement, agreement_over_scans, compare_scan
 from .change import CHANGE_COLUMNS, ChangeResult, TimePoint, compare
 from .mese import MeseSeries, make_series, normalize_laterality, read_mese, validate_echo_times
 from .parameters import KneeT2Parameters
-from .quantify import Quantification, quantify
+from .quantify import Quantification, quantify, resolve_laterality
 from .subregions import CSV_COLUMNS, SUBREGION_ABBREVIATIONS, SUBREGION_COLORS, SUBREGION_NAMES
 
 T2_COLOR_NODE = "MSKQuant T2 (0-100 ms)"
@@ -47,10 +53,10 @@ SUMMARY_ATTRIBUTE = "MSKQuant.KneeT2Summary"
 LATERALITY_ATTRIBUTE = "MSKQuant.Laterality"
 MODULE_ATTRIBUTE = "MSKQuant.Module"
 
-AUTOMATIC_SEGMENTATION_MISSING = (
-    "Automatic femoral cartilage segmentation is not available yet (it comes with the KneeT2Segment "
-    "segmentation model in a later release): select a femoral cartilage segment or labelmap drawn on the MESE "
-    "images (command line: --mask M.nii.gz).")
+CARTILAGE_SEGMENT = "Femoral cartilage"
+CARTILAGE_COLOR = (0.2, 0.75, 0.95)
+AUTOMATIC_REFERENCE = "MSKQuantAutomaticCartilage"
+SEGMENTATION_ATTRIBUTE = "MSKQuant.KneeCartilageSegmentation"
 
 
 @dataclass
@@ -68,6 +74,23 @@ class KneeT2Result:
     @property
     def warnings(self) -> List[str]:
         return self.quant.warnings
+
+
+@dataclass
+class KneeSegmentation:
+    """The automatic cartilage segmentation as nodes: an editable segmentation and its hidden original."""
+
+    segmentation: object  # vtkMRMLSegmentationNode with the "Femoral cartilage" segment (edit this one)
+    automatic: object  # hidden copy, never edited
+    result: object  # segmentation.CartilageSegmentation
+    summary: dict
+
+
+@dataclass
+class KneeAgreement:
+    scan: ScanAgreement
+    table: object  # per-region mean T2 from A and B (SCAN_COLUMNS); Dice/Jaccard as attributes
+    plot: object
 
 
 @dataclass
@@ -91,9 +114,18 @@ class KneeT2Logic:
     """Knee cartilage T2 quantification on MRML nodes."""
 
     def __init__(self, runtime: Optional[SlicerRuntime] = None,
-                 segmenter: Optional[Callable[[MeseSeries, Progress], np.ndarray]] = None) -> None:
+                 segmenter: Optional[Callable[[MeseSeries, Progress], np.ndarray]] = None, model_store=None) -> None:
         self.rt = runtime or current_runtime()
         self.segmenter = segmenter
+        self._model_store = model_store
+
+    @property
+    def model_store(self):
+        if self._model_store is None:
+            from mskquant.models import ModelStore
+
+            self._model_store = ModelStore()
+        return self._model_store
 
     # --- inputs --------------------------------------------------------------------------------
     def mese_from_node(self, node, echo_times_ms: Optional[Sequence[float]] = None,
@@ -173,25 +205,98 @@ class KneeT2Logic:
             return mask
         raise InputError(f"{_describe(node)} cannot define the cartilage: use a segmentation or a labelmap.")
 
-    def segment_cartilage(self, series: MeseSeries, progress: "Progress | None" = None) -> np.ndarray:
-        """Automatic femoral cartilage segmentation (the hook the segmentation model plugs into).
+    def segmentation_model(self, params: Optional[KneeT2Parameters] = None, progress: "Progress | None" = None):
+        """The cartilage network of ``params.model_id``, fetched, verified and loaded (cached)."""
+        from .segmentation import load_model
 
-        ``segmenter(series, progress) -> bool mask on the MESE grid``: given to the constructor,
-        or ``segment_femoral_cartilage`` of a ``KneeT2SegmentLib.segmentation`` module.
+        params = (params or KneeT2Parameters()).validate()
+        return load_model(params.model_id, params.device, store=self.model_store, progress=progress)
+
+    def auto_segment(self, series: MeseSeries, params: Optional[KneeT2Parameters] = None,
+                     progress: "Progress | None" = None):
+        """:func:`.segmentation.segment` with the parameters' model and T2 fit settings."""
+        from .segmentation import segment
+
+        params = (params or KneeT2Parameters()).validate()
+        progress = as_progress(progress)
+        model = self.segmentation_model(params, progress.sub(0.0, 0.02))
+        settings = params.fit_settings()
+        return segment(series, model, settings, progress.sub(0.02, 1.0))
+
+    def segment_cartilage(self, series: MeseSeries, progress: "Progress | None" = None,
+                          params: Optional[KneeT2Parameters] = None) -> np.ndarray:
+        """Automatic femoral cartilage segmentation as a mask on the MESE grid.
+
+        ``segmenter(series, progress) -> bool mask`` given to the constructor replaces the
+        network (tests, other methods).
         """
-        segmenter = self.segmenter
-        if segmenter is None:
-            import importlib
+        if self.segmenter is not None:
+            return np.asarray(self.segmenter(series, as_progress(progress)), bool)
+        return self.auto_segment(series, params, progress).mask
 
-            name = f"{__package__}.segmentation"
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name != name:  # the module exists but one of its own imports failed
-                    raise
-                raise InputError(AUTOMATIC_SEGMENTATION_MISSING) from None
-            segmenter = module.segment_femoral_cartilage
-        return np.asarray(segmenter(series, as_progress(progress)), bool)
+    def segment(self, mese, params: Optional[KneeT2Parameters] = None, progress: "Progress | None" = None,
+                name: str = "Knee cartilage") -> KneeSegmentation:
+        """Segment the femoral cartilage into a new, editable segmentation node (never reusing one).
+
+        The segment "Femoral cartilage" can be edited in Segment Editor and then quantified with
+        :meth:`run` (``mask_node`` = this node); a hidden copy keeps the automatic result.
+        """
+        params = (params or KneeT2Parameters()).validate()
+        progress = as_progress(progress)
+        series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
+        res = self.auto_segment(series, params, progress.sub(0.0, 0.95))
+        progress(0.96, "Creating the cartilage segmentation")
+        g = series.geometry
+        spec = mrml.SegmentSpec(CARTILAGE_SEGMENT, res.mask, CARTILAGE_COLOR)
+        name = self.rt.scene.GenerateUniqueName(name)
+        seg = mrml.segmentation_from_masks(self.rt, name, [spec], g)
+        automatic = mrml.segmentation_from_masks(self.rt, f"{name} (automatic)", [spec], g)
+        automatic.SetAttribute("MSKQuant.Role", "automatic cartilage segmentation (kept unedited)")
+        if automatic.GetDisplayNode() is not None:
+            automatic.GetDisplayNode().SetVisibility(False)
+        summary = {**res.summary(), "source": series.source,
+                   "grid": {"shape_ijk": list(g.shape_ijk), "ijk_to_ras": g.ijk_to_ras.tolist()}}
+        for node in (seg, automatic):
+            node.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
+            node.SetAttribute(SEGMENTATION_ATTRIBUTE, _to_json(summary))
+        seg.SetNodeReferenceID(AUTOMATIC_REFERENCE, automatic.GetID())
+        if not isinstance(mese, MeseSeries):
+            seg.SetNodeReferenceID("MSKQuantMESE", mese.GetID())
+        progress(1.0, "Cartilage segmented")
+        return KneeSegmentation(seg, automatic, res, summary)
+
+    @staticmethod
+    def automatic_of(seg_node):
+        return seg_node.GetNodeReference(AUTOMATIC_REFERENCE) if seg_node is not None else None
+
+    def is_edited(self, seg_node, geometry=None) -> bool:
+        """Whether the cartilage segment differs from the automatic result it started from."""
+        automatic = self.automatic_of(seg_node)
+        if automatic is None:
+            return False
+        g = geometry or self._segment_geometry(automatic)
+        return not np.array_equal(mrml.segment_mask(seg_node, CARTILAGE_SEGMENT, g),
+                                  mrml.segment_mask(automatic, CARTILAGE_SEGMENT, g))
+
+    @staticmethod
+    def _segment_geometry(seg_node):
+        summary = json.loads(seg_node.GetAttribute(SEGMENTATION_ATTRIBUTE) or "{}")
+        grid = summary.get("grid")
+        if grid:
+            from mskquant.image import Geometry
+
+            return Geometry(tuple(grid["shape_ijk"]), np.asarray(grid["ijk_to_ras"]))
+        raise InputError(f"Segmentation {_describe(seg_node)} was not made by KneeT2Segment's Segment step.")
+
+    def restore_automatic(self, seg_node) -> None:
+        """Undo all editing: copy the automatic cartilage segment back."""
+        automatic = self.automatic_of(seg_node)
+        if automatic is None:
+            raise InputError(f"Segmentation {_describe(seg_node)} has no automatic result to restore.")
+        g = self._segment_geometry(automatic)
+        mask = mrml.segment_mask(automatic, CARTILAGE_SEGMENT, g)
+        mrml.set_segment(seg_node, mrml.SegmentSpec(CARTILAGE_SEGMENT, mask, CARTILAGE_COLOR), g,
+                         mrml.find_segment_id(seg_node, CARTILAGE_SEGMENT))
 
     # --- the workflow ---------------------------------------------------------------------------
     def run(self, mese, mask_node=None, segment: Optional[str] = None, params: Optional[KneeT2Parameters] = None,
@@ -206,16 +311,37 @@ class KneeT2Logic:
         progress = as_progress(progress)
         t0 = time.monotonic()
         series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
+        auto = None
+        segmentation_info = None
+        resolve_laterality(series, params.laterality)  # before any long step: medial/lateral needs it
         if mask_node is not None:
             cart, source = self.cartilage_mask(mask_node, segment, series), f"{_describe(mask_node)}"
+            raw = mask_node.GetAttribute(SEGMENTATION_ATTRIBUTE) if mask_node.IsA("vtkMRMLSegmentationNode") else None
+            if raw:  # made by segment(): say whether the user edited it
+                segmentation_info = {**json.loads(raw), "edited": self.is_edited(mask_node, series.geometry)}
+                source += " (automatic, edited)" if segmentation_info["edited"] else " (automatic, not edited)"
         elif mask is not None:  # an Image (checked against the MESE grid) or an array on it
             cart, source = mask, "given mask"
+        elif self.segmenter is not None:
+            cart, source = self.segment_cartilage(series, progress.sub(0.0, 0.3), params), "automatic"
         else:
-            cart, source = self.segment_cartilage(series, progress.sub(0.0, 0.3)), "automatic"
-        quant = quantify(series, cart, params, progress.sub(0.0 if source != "automatic" else 0.3, 0.9))
+            auto = self.auto_segment(series, params, progress.sub(0.0, 0.5))
+            cart, source = auto.mask, f"automatic ({auto.model_id})"
+            segmentation_info = {**auto.summary(), "edited": False}
+        if auto is not None:  # the segmentation fitted its candidate voxels already
+            fitted = auto.probability > auto.thresholds.fit_probability
+            quant = quantify(series, cart, params, progress.sub(0.5, 0.9), fit=auto.fit, fitted=fitted)
+            quant.warnings[:0] = auto.warnings
+        else:
+            quant = quantify(series, cart, params, progress.sub(0.0 if mask_node is not None or mask is not None
+                                                                else 0.3, 0.9))
         progress(0.92, "Creating nodes")
         result = self._make_nodes(quant, name, source)
-        result.timings_s = {**quant.timings_s, "total": time.monotonic() - t0}
+        if segmentation_info is not None:
+            result.summary["segmentation"] = segmentation_info
+            result.table.SetAttribute(SUMMARY_ATTRIBUTE, _to_json(result.summary))
+        result.timings_s = {**quant.timings_s, **({"segmentation": auto.timings_s["total"]} if auto else {}),
+                            "total": time.monotonic() - t0}
         progress(1.0, "Knee T2 done")
         return result
 
@@ -357,6 +483,119 @@ class KneeT2Logic:
             write_json(change.change.clusters_json(), folder / "clusters.json"),
             change_png(change.change, folder / "change.png"),
         ]
+
+
+    # --- agreement between two segmentations (Thomas et al. 2.6) ----------------------------------
+    def compare_segmentations(self, mese, node_a=None, node_b=None, segment_a: Optional[str] = None,
+                              segment_b: Optional[str] = None, params: Optional[KneeT2Parameters] = None,
+                              name: str = "Cartilage agreement", progress: "Progress | None" = None,
+                              mask_a=None, mask_b=None) -> KneeAgreement:
+        """Segmentation A (the reference, e.g. Reader 1) against B (a reader, or the model when B is not given)."""
+        params = (params or KneeT2Parameters()).validate()
+        progress = as_progress(progress)
+        series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
+        if node_a is None and mask_a is None:
+            raise InputError("No reference segmentation (A) selected: select the reader's femoral cartilage segment or "
+                             "labelmap.")
+        a = mask_a if mask_a is not None else self.cartilage_mask(node_a, segment_a, series)
+        if node_b is not None:
+            b, b_name = self.cartilage_mask(node_b, segment_b, series), node_b.GetName()
+        elif mask_b is not None:
+            b, b_name = mask_b, "B"
+        else:
+            b, b_name = self.segment_cartilage(series, progress.sub(0.0, 0.5), params), f"model {params.model_id}"
+        scan = compare_scan(series, a, b, params, name, progress.sub(0.5, 0.95))
+        table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+        cols = {c: [] for c in SCAN_COLUMNS}
+        for row in scan.rows():
+            for c, v in zip(SCAN_COLUMNS, row):
+                cols[c].append(v)
+        mrml.table_from_columns(self.rt, table.GetName(), cols, node=table)
+        table.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
+        for key in ("dice", "jaccard", "voxels_a", "voxels_b", "volume_a_ml", "volume_b_ml"):
+            table.SetAttribute(f"MSKQuant.Agreement.{key}", repr(float(getattr(scan, key))))
+        table.SetAttribute("MSKQuant.Agreement.b", b_name)
+        labels = sorted(SUBREGION_NAMES)
+        plot_table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} per subregion")
+        mrml.table_from_columns(self.rt, plot_table.GetName(), {
+            "subregion": [float(l) for l in labels],
+            "abbreviation": [SUBREGION_ABBREVIATIONS[l] for l in labels],
+            "mean_t2_a_ms": [scan.mean_t2_a[SUBREGION_NAMES[l]] for l in labels],
+            "mean_t2_b_ms": [scan.mean_t2_b[SUBREGION_NAMES[l]] for l in labels]}, node=plot_table)
+        chart = mrml.plot_chart(self.rt, plot_table, "subregion", ["mean_t2_a_ms", "mean_t2_b_ms"],
+                                f"{name}: mean T2 per subregion (Dice {scan.dice:.3f})", "subregion (1 DMA ... 12 SLP)",
+                                "mean T2 (ms)")
+        _bars(chart)
+        progress(1.0, f"Agreement: Dice {scan.dice:.3f}")
+        return KneeAgreement(scan, table, chart)
+
+    def agreement_table(self, scans: Sequence[ScanAgreement], name: str = "Cartilage agreement over scans",
+                        region: str = "All"):
+        """Per region over the scans (Spearman, MAE, bias, limits) -> (statistics, table node, Bland-Altman chart)."""
+        agreement = agreement_over_scans(scans)
+        table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+        cols = {c: [] for c in SET_COLUMNS}
+        for r in agreement.regions:
+            for c, v in zip(SET_COLUMNS, r.as_row()):
+                cols[c].append(v)
+        mrml.table_from_columns(self.rt, table.GetName(), cols, node=table)
+        table.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
+        table.SetAttribute("MSKQuant.Agreement.mean_dice", repr(agreement.mean_dice))
+        table.SetAttribute("MSKQuant.Agreement.mean_jaccard", repr(agreement.mean_jaccard))
+        reg = agreement.region(region)
+        n = reg.n_scans
+        ba = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} Bland-Altman {region}")
+        mrml.table_from_columns(self.rt, ba.GetName(), {
+            "scan": [s.name for s in scans][:n], "mean_ms": list(map(float, (reg.a + reg.b) / 2.0)),
+            "difference_ms": list(map(float, reg.b - reg.a)), "bias_ms": [reg.bias_ms] * n,
+            "lower_limit_ms": [reg.lower_limit_ms] * n, "upper_limit_ms": [reg.upper_limit_ms] * n}, node=ba)
+        chart = mrml.plot_chart(self.rt, ba, "mean_ms", ["difference_ms"], f"{name}: Bland-Altman, {region}",
+                                "mean T2 of A and B (ms)", "B - A (ms)", kind="scatter")
+        for col in ("bias_ms", "lower_limit_ms", "upper_limit_ms"):
+            series = self.rt.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}: {col}")
+            series.SetAndObserveTableNodeID(ba.GetID())
+            series.SetXColumnName("mean_ms")
+            series.SetYColumnName(col)
+            series.SetPlotType(series.PlotTypeLine)
+            series.SetMarkerStyle(series.MarkerStyleNone)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        return agreement, table, chart
+
+    def export_agreement(self, agreement: KneeAgreement, folder: Path) -> List[Path]:
+        """agreement.csv, agreement.json, agreement.png and overlay.png of one scan (into an open folder)."""
+        from mskquant.cli.common import write_json
+
+        from .pictures import agreement_png, segmentation_overlay_png
+
+        folder = Path(folder)
+        scan = agreement.scan
+        q = scan.quant_a
+        return [mrml.write_table_csv(agreement.table, folder / "agreement.csv"),
+                write_json(scan.as_dict(), folder / "agreement.json"),
+                agreement_png(scan, folder / "agreement.png"),
+                segmentation_overlay_png(q.series.echoes.array[min(1, q.series.n_echoes - 1)],
+                                         [scan.quant_a.refined, scan.quant_b.refined], q.series.geometry,
+                                         folder / "overlay.png",
+                                         title=f"A (blue) vs B (orange outline): Dice {scan.dice:.3f}")]
+
+    def export_agreement_set(self, agreement: SetAgreement, table, folder: Path) -> List[Path]:
+        """scans.csv, agreement.csv, agreement.json and Bland-Altman PNGs (all, deep, superficial)."""
+        from mskquant.cli.common import write_json
+
+        from .pictures import bland_altman_png
+
+        folder = Path(folder)
+        header = ["scan", "dice", "jaccard", "voxels_a", "voxels_b"]
+        header += [f"{r} {side}" for r in SUBREGION_NAMES.values() for side in ("a_ms", "b_ms")]
+        rows = ([s.name, s.dice, s.jaccard, s.voxels_a, s.voxels_b]
+                + [v for r in SUBREGION_NAMES.values() for v in (s.mean_t2_a[r], s.mean_t2_b[r])]
+                for s in agreement.scans)
+        paths = [mrml.write_rows_csv(folder / "scans.csv", header, rows),
+                 mrml.write_table_csv(table, folder / "agreement.csv"),
+                 write_json(agreement.as_dict(), folder / "agreement.json")]
+        for region in ("All", "Deep", "Superficial"):
+            paths.append(bland_altman_png(agreement.region(region), folder / f"bland_altman_{region.lower()}.png"))
+        return paths
 
 
 def _bars(chart) -> None:

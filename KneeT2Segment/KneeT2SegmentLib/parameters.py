@@ -2,7 +2,8 @@
 
 Defaults follow Thomas et al. 2.5: the first echo is excluded, valid T2 range [0, 100] ms,
 sigma estimated from the background air unless given; the knee's laterality comes from the
-image metadata unless the user gives it.
+image metadata unless the user gives it. Without a cartilage mask the registered cartilage
+model ``model_id`` segments automatically, on ``device``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 from mskquant.errors import InputError
+
+from .checkpoint import DEFAULT_MODEL_ID
 
 
 @dataclass
@@ -22,6 +25,8 @@ class KneeT2Parameters:
     laterality: str = "auto"  # auto (from the images) | left | right
     whole_volume: bool = False  # fit every voxel (the T2 map is then not masked)
     loglinear: bool = True  # also keep the log-linear T2 for comparison
+    model_id: str = DEFAULT_MODEL_ID  # automatic segmentation model (registered id or .pt file)
+    device: str = "auto"  # where the segmentation network runs: auto | cpu | cuda
 
     def validate(self) -> "KneeT2Parameters":
         from .mese import normalize_laterality
@@ -34,6 +39,10 @@ class KneeT2Parameters:
         if self.noise_sigma is not None and not (self.noise_sigma >= 0):
             raise InputError(f"The noise SD must be 0 or more (got {self.noise_sigma}).")
         normalize_laterality(self.laterality)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"Unknown device '{self.device}': use auto, cpu or cuda.")
+        if not str(self.model_id).strip():
+            raise InputError("No segmentation model given: use a registered id ('mskquant models list') or a .pt file.")
         return self
 
     def fit_settings(self):

@@ -143,3 +143,49 @@ def t2_overlay_png(echo: np.ndarray, t2_ms: np.ndarray, geometry, path, slice_in
     rgb = render.resize_nearest(rgb, rows, rgb.shape[1])
     scale = max(1, 720 // max(rgb.shape))
     return render.write_png(render.titled(render.upscale(rgb, scale), f"{title} (slice {slice_index + 1})"), path)
+
+
+# --- agreement (Thomas et al. 2.6.2, Figure 2 and SM.7) ---------------------------------------------------
+def agreement_png(scan, path, title: str = "Mean T2 per subregion: A vs B") -> Path:
+    """Mean T2 of the 12 subregions from segmentation A and from B (one scan)."""
+    from .subregions import SUBREGION_NAMES
+
+    labels = sorted(SUBREGION_NAMES)
+    a = [scan.mean_t2_a[SUBREGION_NAMES[lab]] for lab in labels]
+    b = [scan.mean_t2_b[SUBREGION_NAMES[lab]] for lab in labels]
+    chart = render.Chart(f"{title} (Dice {scan.dice:.3f})", "subregion (1 DMA ... 12 SLP)", "mean T2 (ms)",
+                         [render.Series(labels, a, "A (reference)", "points", (0.1, 0.3, 0.8)),
+                          render.Series(labels, b, "B", "points", (0.9, 0.45, 0.1))])
+    return render.chart_png(chart, path)
+
+
+def bland_altman_png(region, path, title: str = "") -> Path:
+    """Bland-Altman plot of one region's mean T2 over scans: B - A against the mean, bias and 95 % limits."""
+    means = (region.a + region.b) / 2.0
+    diff = region.b - region.a
+    chart = render.Chart(title or f"{region.region}: Bland-Altman of mean T2 (n = {region.n_scans})",
+                         "mean of A and B (ms)", "B - A (ms)",
+                         [render.Series(means, diff, "scans", "points", (0.1, 0.3, 0.8))],
+                         [render.HLine(region.bias_ms, f"bias {region.bias_ms:+.2f} ms", (0.1, 0.4, 0.9)),
+                          render.HLine(region.upper_limit_ms, f"+1.96 SD {region.upper_limit_ms:+.2f}", (0.95, 0.5, 0.1)),
+                          render.HLine(region.lower_limit_ms, f"-1.96 SD {region.lower_limit_ms:+.2f}", (0.2, 0.7, 0.2))])
+    return render.chart_png(chart, path)
+
+
+def segmentation_overlay_png(echo: np.ndarray, masks, geometry, path, slice_index: Optional[int] = None,
+                             title: str = "") -> Path:
+    """One sagittal MESE slice with up to two cartilage masks: A filled blue, B outlined orange."""
+    from .segmentation import sagittal_layout
+
+    layout = sagittal_layout(geometry)
+    img = layout.to_canonical(echo)
+    ms = [layout.to_canonical(np.asarray(m, bool)) for m in masks]
+    if slice_index is None:
+        slice_index = int(np.argmax(ms[0].sum(axis=(1, 2))))
+    s = img[slice_index]
+    rgb = render.colorize(s, "gray", float(np.percentile(s, 1)), float(np.percentile(s, 99.5)))
+    rgb = render.upscale(rgb, 2)
+    for n, (m, color) in enumerate(zip(ms, ((0.2, 0.5, 1.0), (1.0, 0.55, 0.1)))):
+        big = np.repeat(np.repeat(m[slice_index], 2, axis=0), 2, axis=1)
+        rgb = render.mask_overlay(rgb, big, color, 0.4 if n == 0 else 1.0, outline=n > 0)
+    return render.write_png(render.titled(rgb, title or f"sagittal slice {slice_index}"), path)

@@ -10,7 +10,7 @@ The MRML logic (``logic.py``) and the command line call this; so do the tests.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -126,8 +126,14 @@ def check_mask(mask, series: MeseSeries) -> np.ndarray:
 
 
 def quantify(series: MeseSeries, mask, params: Optional[KneeT2Parameters] = None,
-             progress: "Progress | None" = None) -> Quantification:
-    """T2 map, refined mask, 12 subregions, statistics and projection maps of one MESE series."""
+             progress: "Progress | None" = None, fit: Optional[T2Fit] = None,
+             fitted: Optional[np.ndarray] = None) -> Quantification:
+    """T2 map, refined mask, 12 subregions, statistics and projection maps of one MESE series.
+
+    ``fit`` (with ``fitted``, the voxels it was computed on, a superset of ``mask``) reuses a
+    T2 fit made with the same settings - the automatic segmentation fits its candidate voxels
+    anyway, and a voxel's T2 does not depend on the mask - instead of fitting again.
+    """
     params = (params or KneeT2Parameters()).validate()
     progress = as_progress(progress)
     t0 = time.monotonic()
@@ -136,8 +142,22 @@ def quantify(series: MeseSeries, mask, params: Optional[KneeT2Parameters] = None
     mask = check_mask(mask, series)
     settings = params.fit_settings()
     settings.validate(series.n_echoes)
-    fit = fit_t2(series.echoes.array, series.echo_times_ms, None if params.whole_volume else mask, settings,
-                 progress.sub(0.0, 0.85))
+    reuse = fit is not None and fitted is not None and not params.whole_volume
+    if reuse and not np.all(np.asarray(fitted, bool)[mask]):
+        raise ValueError("the given T2 fit does not cover the mask")
+    if not reuse:
+        fit = fit_t2(series.echoes.array, series.echo_times_ms, None if params.whole_volume else mask, settings,
+                     progress.sub(0.0, 0.85))
+    else:
+        outside = ~mask  # the reused maps must look like a fit of this mask alone
+        fit = replace(fit, t2_ms=np.where(outside, np.nan, fit.t2_ms).astype(np.float32),
+                      amplitude=np.where(outside, np.nan, fit.amplitude).astype(np.float32),
+                      r2=np.where(outside, np.nan, fit.r2).astype(np.float32),
+                      t2_loglinear_ms=None if fit.t2_loglinear_ms is None else
+                      np.where(outside, np.nan, fit.t2_loglinear_ms).astype(np.float32),
+                      counts={**fit.counts, "candidates": int(mask.sum()),
+                              "valid": int(np.isfinite(fit.t2_ms[mask]).sum()),
+                              "fit_shared_with_voxels": int(np.count_nonzero(fitted))})
     timings = {"fit": time.monotonic() - t0}
     refined = mask & np.isfinite(fit.t2_ms)
     warnings = list(fit.warnings)

@@ -1,14 +1,21 @@
 """The KneeT2Segment panel (GUI layer): reads the form, calls :class:`.logic.KneeT2Logic`, shows results.
 
-Only inside the Slicer application. Run is guarded by the shared progress/cancel controls;
-the T2 map is shown over the MESE series with the 0-100 ms colour map, the 12 subregions as
-segments, the table and the bar plot in the layout; "Export" writes the knee-t2 files (CSV,
-PNG, NIfTI, JSON); "Change over time" compares two results (tables of earlier runs, also
-from a saved scene) and exports change.csv, clusters.json and change.png.
+Only inside the Slicer application. Run and Segment are guarded by the shared progress/cancel
+controls. "Segment" runs the cartilage model (Thomas et al. 2.3-2.5) into a new segmentation
+"Femoral cartilage" (never overwriting an earlier, possibly edited one), selects it as the
+cartilage input; "Edit in Segment Editor" opens it over the MESE series, "Restore automatic"
+undoes edits, and Run (re)computes T2 and subregions from the segment as it is. The T2 map
+is shown over the MESE series with the 0-100 ms colour map, the 12 subregions as segments,
+the table and the bar plot in the layout; "Export" writes the knee-t2 files (CSV, PNG,
+NIfTI, JSON); "Change over time" compares two results (tables of earlier runs, also from a
+saved scene) and exports change.csv, clusters.json and change.png; "Agreement" compares two
+segmentations of a scan (Dice, Jaccard, subregion T2) and, over the compared scans,
+Spearman, MAE, bias and Bland-Altman limits (Thomas et al. 2.6).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import slicer
@@ -28,13 +35,33 @@ class KneeT2SegmentPanel:
         self._logic = None
         self.result = None
         self.change = None
+        self.segmentation = None
+        self.agreement = None
+        self.agreement_set = None
+        self.agreement_scans = []
         self.controls = RunControls(self.ui.runButton, self.ui.cancelButton, self.ui.progressBar, self.ui.statusLabel)
+        self.segment_controls = RunControls(self.ui.segmentButton, self.ui.cancelButton, self.ui.progressBar,
+                                            self.ui.statusLabel)
+        self.agreement_controls = RunControls(self.ui.agreementButton, self.ui.cancelButton, self.ui.progressBar,
+                                              self.ui.statusLabel)
         for selector in (self.ui.baselineSelector, self.ui.followupSelector):
             selector.addAttribute("vtkMRMLTableNode", "MSKQuant.KneeT2Result", "1")
         self.ui.runButton.connect("clicked(bool)", self.onRun)
         self.ui.loadMeseButton.connect("clicked(bool)", self.onLoadMese)
         self.ui.maskSelector.connect("currentNodeChanged(vtkMRMLNode*)",
                                      lambda n: fill_segment_combo(self.ui.maskSegmentComboBox, n))
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.editSegmentationButton.connect("clicked(bool)", self.onEditSegmentation)
+        self.ui.restoreSegmentationButton.connect("clicked(bool)", self.onRestoreSegmentation)
+        self.ui.agreementASelector.connect("currentNodeChanged(vtkMRMLNode*)",
+                                           lambda n: fill_segment_combo(self.ui.agreementASegmentComboBox, n))
+        self.ui.agreementBSelector.connect("currentNodeChanged(vtkMRMLNode*)",
+                                           lambda n: fill_segment_combo(self.ui.agreementBSegmentComboBox, n))
+        self.ui.agreementButton.connect("clicked(bool)", self.onCompareSegmentations)
+        self.ui.agreementSetButton.connect("clicked(bool)", self.onAgreementOverScans)
+        self.ui.agreementClearButton.connect("clicked(bool)", self.onClearAgreement)
+        self.ui.agreementExportButton.connect("clicked(bool)", self.onExportAgreement)
+        self._fill_models()
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.exportChangeButton.connect("clicked(bool)", self.onExportChange)
@@ -70,12 +97,35 @@ class KneeT2SegmentPanel:
             if value == p.laterality:
                 self.ui.lateralityComboBox.currentText = text
 
+    def _fill_models(self) -> None:
+        """The registered femoral cartilage models (bundled first, then the user's)."""
+        combo = self.ui.modelComboBox
+        combo.clear()
+        try:
+            from mskquant.models import ModelRegistry
+
+            specs = [sp for sp in ModelRegistry().specs()
+                     if sp.module == "KneeT2Segment" and sp.task == "femoral-cartilage-segmentation"]
+        except Exception as exc:  # a broken user registry must not break the panel
+            logging.warning(f"Cannot list the cartilage models: {exc}")
+            specs = []
+        for sp in specs:
+            combo.addItem(f"{sp.id}{' [user]' if sp.user else ''}", sp.id)
+        saved = KneeT2Parameters.load_from_node(self._parameter_node()).model_id
+        idx = combo.findData(saved)
+        if idx >= 0:
+            combo.setCurrentIndex(idx)
+
+    def _model_id(self) -> str:
+        data = self.ui.modelComboBox.currentData
+        return data if data else KneeT2Parameters().model_id
+
     def parameters(self) -> KneeT2Parameters:
         sigma = float(self.ui.noiseSigmaSpinBox.value)
         p = KneeT2Parameters(skip_echoes=int(self.ui.skipEchoesSpinBox.value), t2_max_ms=float(self.ui.t2MaxSpinBox.value),
                              noise_sigma=sigma if sigma > 0 else None,
                              laterality=LATERALITY_ITEMS.get(self.ui.lateralityComboBox.currentText, "auto"),
-                             whole_volume=bool(self.ui.wholeVolumeCheckBox.checked))
+                             whole_volume=bool(self.ui.wholeVolumeCheckBox.checked), model_id=self._model_id())
         p.validate().save_to_node(self._parameter_node())
         return p
 
@@ -132,6 +182,147 @@ class KneeT2SegmentPanel:
         self._show_result(mese_node)
         for w in result.warnings:
             slicer.util.warningDisplay(w, windowTitle="KneeT2Segment")
+
+    def _mese_proxy(self, mese_node):
+        """The echo volume Slicer shows for a MESE sequence (Segment Editor's source volume)."""
+        if mese_node is None or not mese_node.IsA("vtkMRMLSequenceNode"):
+            return None
+        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(mese_node)
+        return browser.GetProxyNode(mese_node) if browser is not None else None
+
+    def onSegment(self, *_):
+        from .logic import CARTILAGE_SEGMENT, validate_te_text
+
+        mese_node = self.ui.meseSelector.currentNode()
+        params = self.parameters()
+
+        def task(progress):
+            logic = self.logic()
+            series = logic.mese_from_node(mese_node, validate_te_text(self.ui.echoTimesLineEdit.text))
+            return logic.segment(series, params, progress, name=f"{mese_node.GetName()} cartilage")
+
+        if mese_node is None:
+            slicer.util.errorDisplay("Select (or load) the MESE series first.")
+            return
+        seg = self.segment_controls.run(task, "Automatic cartilage segmentation failed.")
+        if seg is None:
+            return
+        self.segmentation = seg
+        seg.segmentation.SetNodeReferenceID("MSKQuantMESE", mese_node.GetID())
+        background = self._mese_proxy(mese_node)
+        if background is not None:
+            seg.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(background)
+        seg.segmentation.CreateClosedSurfaceRepresentation()
+        self.ui.maskSelector.setCurrentNode(seg.segmentation)
+        fill_segment_combo(self.ui.maskSegmentComboBox, seg.segmentation)
+        self.ui.maskSegmentComboBox.setCurrentIndex(self.ui.maskSegmentComboBox.findText(CARTILAGE_SEGMENT))
+        self.ui.editSegmentationButton.enabled = True
+        self.ui.restoreSegmentationButton.enabled = True
+        s = seg.summary
+        dropped = s["dropped_slices"]
+        self.ui.segmentationLabel.text = (
+            f"{s['counts']['final']} cartilage voxels by {s['model']} (p >= {s['thresholds']['probability_threshold']:g}, "
+            f"at least {s['min_slice_voxels']} voxels per slice{'; emptied slices ' + ', '.join(map(str, dropped)) if dropped else ''})."
+            f" Edit it if needed, then press Run.")
+        show_volume(background=background, fit=False)
+        for w in seg.result.warnings:
+            slicer.util.warningDisplay(w, windowTitle="KneeT2Segment")
+
+    def _selected_segmentation(self):
+        node = self.ui.maskSelector.currentNode()
+        if node is None or not node.IsA("vtkMRMLSegmentationNode") or self.logic().automatic_of(node) is None:
+            slicer.util.errorDisplay("Select a cartilage segmentation made by Segment (Femoral cartilage) first.")
+            return None
+        return node
+
+    def onEditSegmentation(self, *_):
+        from mskquant.panel import open_segment_editor
+
+        node = self._selected_segmentation()
+        if node is None:
+            return
+        open_segment_editor(node, self._mese_proxy(self.ui.meseSelector.currentNode()))
+
+    def onRestoreSegmentation(self, *_):
+        node = self._selected_segmentation()
+        if node is None:
+            return
+        if not slicer.util.confirmYesNoDisplay("Undo every edit of the cartilage segment?"):
+            return
+        with slicer.util.tryWithErrorDisplay("Restoring failed.", waitCursor=True):
+            self.logic().restore_automatic(node)
+            self.ui.statusLabel.text = "Automatic cartilage segmentation restored: press Run to recompute."
+
+    # --- agreement --------------------------------------------------------------------------------
+    def onCompareSegmentations(self, *_):
+        from .logic import validate_te_text
+
+        mese_node = self.ui.meseSelector.currentNode()
+        a_node, b_node = self.ui.agreementASelector.currentNode(), self.ui.agreementBSelector.currentNode()
+        params = self.parameters()
+
+        def task(progress):
+            logic = self.logic()
+            series = logic.mese_from_node(mese_node, validate_te_text(self.ui.echoTimesLineEdit.text))
+            name = slicer.mrmlScene.GenerateUniqueName(f"{mese_node.GetName()} agreement")
+            return logic.compare_segmentations(series, a_node, b_node, self.ui.agreementASegmentComboBox.currentText or None,
+                                               self.ui.agreementBSegmentComboBox.currentText or None, params, name,
+                                               progress)
+
+        agreement = self.agreement_controls.run(task, "Comparing the segmentations failed.")
+        if agreement is None:
+            return
+        self.agreement, self.agreement_set = agreement, None
+        self.agreement_scans.append(agreement.scan)
+        s = agreement.scan
+        self.ui.agreementResultLabel.text = (
+            f"Dice {s.dice:.3f}, Jaccard {s.jaccard:.3f} ({s.voxels_a} vs {s.voxels_b} voxels); mean T2 (all) "
+            f"{s.mean_t2_a['All']:.1f} vs {s.mean_t2_b['All']:.1f} ms. {len(self.agreement_scans)} scan(s) compared.")
+        slicer.modules.plots.logic().ShowChartInLayout(agreement.plot)
+        self.ui.agreementSetButton.enabled = len(self.agreement_scans) >= 2
+        self.ui.agreementExportButton.enabled = True
+
+    def onAgreementOverScans(self, *_):
+        with slicer.util.tryWithErrorDisplay("Agreement statistics failed.", waitCursor=True):
+            stats, table, chart = self.logic().agreement_table(self.agreement_scans)
+            self.agreement_set = (stats, table)
+            al = stats.region("All")
+            self.ui.agreementResultLabel.text = (
+                f"{len(self.agreement_scans)} scans: Dice {stats.mean_dice:.3f}, Jaccard {stats.mean_jaccard:.3f}; mean T2 "
+                f"(all) Spearman {al.spearman:.2f}, MAE {al.mae_ms:.2f} ms, bias {al.bias_ms:+.2f} ms "
+                f"[{al.lower_limit_ms:+.2f}, {al.upper_limit_ms:+.2f}]; subregion MAE {stats.subregion_mae_ms():.2f} ms")
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+            app_logic = slicer.app.applicationLogic()
+            app_logic.GetSelectionNode().SetActiveTableID(table.GetID())
+            app_logic.PropagateTableSelection()
+
+    def onClearAgreement(self, *_):
+        self.agreement_scans = []
+        self.agreement, self.agreement_set = None, None
+        self.ui.agreementSetButton.enabled = False
+        self.ui.agreementExportButton.enabled = False
+        self.ui.agreementResultLabel.text = ""
+
+    def onExportAgreement(self, *_):
+        folder = self.ui.agreementExportDirectoryLineEdit.currentPath
+        if not folder or (self.agreement is None and self.agreement_set is None):
+            slicer.util.errorDisplay("Compare two segmentations and choose an export folder first.")
+            return
+        from mskquant.atomic import OutputFolder
+
+        from .cli import COMPARE_OUTPUTS, COMPARE_SET_OUTPUTS
+
+        names = COMPARE_SET_OUTPUTS if self.agreement_set is not None else COMPARE_OUTPUTS
+        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            overwrite = self._overwrite_ok(folder, names)
+            if overwrite is None:
+                return
+            with OutputFolder(folder, names, overwrite=overwrite) as out:
+                if self.agreement_set is not None:
+                    self.logic().export_agreement_set(self.agreement_set[0], self.agreement_set[1], out.stage)
+                else:
+                    self.logic().export_agreement(self.agreement, out.stage)
+            self.ui.statusLabel.text = f"Exported the agreement to {folder}."
 
     def _show_result(self, mese_node) -> None:
         r = self.result

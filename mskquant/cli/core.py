@@ -156,9 +156,28 @@ def cmd_models_download(args) -> int:
     return 0
 
 
+def module_registry_extra(like_spec, file: Path) -> dict:
+    """Registry fields the model's module reads from the weight file itself, if it has its own format.
+
+    A module opts in with ``<Module>Lib.checkpoint.registry_extra(file, like_spec)`` (e.g. the knee
+    cartilage model carries its calibrated thresholds and refuses files without them); for the
+    others the entry is copied from ``--like`` as before.
+    """
+    name = f"{like_spec.module}Lib.checkpoint"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name in (name, name.rsplit(".", 1)[0]):
+            return {}
+        raise
+    hook = getattr(module, "registry_extra", None)
+    return dict(hook(Path(file), like_spec)) if hook is not None else {}
+
+
 def cmd_models_add(args) -> int:
     store = _store()
-    spec = store.add(Path(args.file), args.id, like=args.like, title=args.title, version=args.version)
+    extra = module_registry_extra(store.registry.get(args.like), Path(args.file))
+    spec = store.add(Path(args.file), args.id, like=args.like, title=args.title, version=args.version, extra=extra)
     print(f"registered '{spec.id}' ({spec.files[0].sha256[:12]}..., {spec.total_size_bytes} bytes) "
           f"in {store.model_dir}")
     return 0
