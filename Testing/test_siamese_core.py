@@ -191,6 +191,31 @@ def test_batch_norm_folding_keeps_outputs_and_cams():
     assert a.max_cam_plane("left") == b.max_cam_plane("left")
 
 
+def test_feature_grid_is_the_receptive_field_centre_of_each_map_cell():
+    """Map cell m of the 28 x 28 maps is centred on input pixel 8 m + 2 (not 8 m + 3.5): the
+    receptive field of a cell, found from the input gradient of a copy of the branch whose max
+    poolings are average poolings of the same geometry, is centred there."""
+    net = network.SiamesePainNet((2, 2, 2, 2, 2, 2))
+    assert net.feature_grid() == (8.0, 2.0)
+    layers = [torch.nn.AvgPool2d(m.kernel_size, m.stride, m.padding, count_include_pad=True)
+              if isinstance(m, torch.nn.MaxPool2d) else m for m in net.branches[0]]
+    branch = torch.nn.Sequential(*[m for m in layers if not isinstance(m, torch.nn.ReLU)]).eval()
+    with torch.no_grad():
+        for m in branch:
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.fill_(1.0)
+    stride, centre = net.feature_grid()
+    for cell in (5, 14):
+        x = torch.zeros(1, 1, 224, 224, requires_grad=True)
+        branch(x)[0, 0, cell, cell].backward()
+        rows = torch.nonzero(x.grad[0, 0].abs().sum(1)).flatten().float()
+        assert (rows.min() + rows.max()).item() / 2 == pytest.approx(stride * cell + centre)
+    # and the prepared (batch-norm folded) network keeps it
+    from SiamesePainCAMLib.cam import prepare_model_for_inference
+
+    assert prepare_model_for_inference(net.eval(), torch.device("cpu")).feature_grid() == (8.0, 2.0)
+
+
 def test_paper_layer_structure_gives_28_by_28_maps():
     net = network.SiamesePainNet(network.PAPER_WIDTHS, branch_per_location=False)
     convs = [m for m in net.branches[0] if isinstance(m, torch.nn.Conv2d)]

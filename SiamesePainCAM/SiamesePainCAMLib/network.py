@@ -70,6 +70,23 @@ def branch_layers(widths: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def feature_grid(branch: nn.Sequential) -> Tuple[float, float]:
+    """Where the final feature maps sit on the input: ``(stride, centre)`` such that map cell m
+    is centred on input pixel ``stride * m + centre`` (pixel centres at integers).
+
+    Composed from the kernels, strides and paddings of the convolutions and poolings: for the
+    paper's branch (conv 7x7/2 pad 3, max pool 3x3/2 pad 1, max pool 2x2/2) it is (8, 2), not
+    the (8, 3.5) a plain up-sampling of the 28 x 28 map onto 224 x 224 assumes.
+    """
+    stride, centre = 1.0, 0.0
+    for layer in branch:
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            k, s, p = (v[0] if isinstance(v, tuple) else v for v in (layer.kernel_size, layer.stride, layer.padding))
+            centre += stride * ((k - 1) / 2.0 - p)
+            stride *= s
+    return stride, centre
+
+
 class SiamesePainNet(nn.Module):
     """Input ``(B, 2, L, H, W)``: knees (0 left, 1 right), L = 23 slice locations, 224 x 224."""
 
@@ -111,6 +128,10 @@ class SiamesePainNet(nn.Module):
         outs = [self.branches[i](x[:, :, i].reshape(b * k, 1, h, w)) for i in range(n)]
         f = torch.stack(outs, dim=1)  # (B*2, L, C, h, w)
         return f.reshape(b, k, n, *f.shape[2:])
+
+    def feature_grid(self) -> Tuple[float, float]:
+        """``(stride, centre)`` of the final feature maps on the input pixels (:func:`feature_grid`)."""
+        return feature_grid(self.branches[0])
 
     def location_maps(self, features: torch.Tensor) -> torch.Tensor:
         """``w_n . f`` per pixel ``(B, 2, L, h, w)``: FC_n applied at every position."""

@@ -168,7 +168,8 @@ def analyse_pair(model: PainModel, left: Image, right: Image, centre_left: Optio
     scaled = prediction.scaled_cams()
     cam, max_plane, max_slice, geometry = {}, {}, {}, {}
     for k, side in enumerate(SIDES):
-        cam[side] = map_planes_to_volume(prepared[side], scaled[k], images[side].geometry.shape_kji)
+        cam[side] = map_planes_to_volume(prepared[side], scaled[k], images[side].geometry.shape_kji,
+                                         model.network.feature_grid())
         max_plane[side] = prediction.max_cam_plane(side)
         max_slice[side] = plane_of_slice(prepared[side], max_plane[side])
         geometry[side] = images[side].geometry

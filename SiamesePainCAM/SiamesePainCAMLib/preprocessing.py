@@ -635,19 +635,24 @@ def prepare_knee(image: Image, side: str, template: "np.ndarray | Template | Non
 
 
 # --- back onto the input grid -------------------------------------------------------------------
-def map_planes_to_volume(prepared: PreparedKnee, maps: np.ndarray, shape_kji: Tuple[int, int, int]) -> np.ndarray:
+def map_planes_to_volume(prepared: PreparedKnee, maps: np.ndarray, shape_kji: Tuple[int, int, int],
+                         grid: Optional[Tuple[float, float]] = None) -> np.ndarray:
     """Put per-plane maps on the template grid (23, h, w) back onto the input voxel grid.
 
     Each input slice takes the map of the model plane it coincides with (within half a plane
     spacing); in-plane the map is up-sampled through the slice's alignment with a cubic spline,
     clipped to [0, 1] (a bilinear map's maximum always sits on a map cell centre, 3.75 mm apart;
     the spline lets it fall between them, nearer the evidence). Voxels outside the 23 planes or
-    outside the 105 mm field (to within half a map cell) are 0.
+    outside the 105 mm field (to within half a map cell) are 0. ``grid`` = ``(stride, centre)``:
+    map cell m summarises the network input pixels centred on ``stride * m + centre``
+    (:func:`network.feature_grid`); without it the cells are taken to tile the input evenly.
     """
     frame = prepared.frame
     maps = np.asarray(maps, np.float32)
     h, w = maps.shape[1:]
     cell = CROP_MM / h
+    stride, centre_px = grid if grid is not None else (INPUT_PX / h, INPUT_PX / h / 2.0 - 0.5)
+    cell_shift = (0.5 + centre_px) / stride  # crop edge -> first cell centre, in cells
     # one cell of edge values, then zeros: the up-sampling reaches the field's edge
     padded = np.pad(np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge"), ((0, 0), (1, 1), (1, 1)))
     a_ax, b_ax = frame.in_plane_axes
@@ -667,9 +672,9 @@ def map_planes_to_volume(prepared: PreparedKnee, maps: np.ndarray, shape_kji: Tu
         A, c = frame.slice_affine(float(n))
         rot_t = np.array([[math.cos(al.theta_rad), math.sin(al.theta_rad)],
                           [-math.sin(al.theta_rad), math.cos(al.theta_rad)]])
-        # slice pixel s -> p = A s + c -> q = R^T (p - t) -> map pixel (q + CROP/2)/cell - 0.5 (+2 for the pads)
+        # slice pixel s -> p = A s + c -> q = R^T (p - t) -> map cell (q + CROP/2)/cell - cell_shift (+2 for the pads)
         matrix = rot_t @ A / cell
-        offset = (rot_t @ (c - al.t_uv) + CROP_MM / 2) / cell - 0.5 + 2.0
+        offset = (rot_t @ (c - al.t_uv) + CROP_MM / 2) / cell - cell_shift + 2.0
         index = [slice(None)] * 3
         index[frame.slice_axis] = n
         out[tuple(index)] = ndimage.affine_transform(padded[plane], matrix, offset, output_shape=shape2, order=3,
