@@ -31,6 +31,25 @@ def test_registry_lists_the_published_sij_ensemble():
         reg.get("no-such-model")
 
 
+def test_bundled_models_are_small_verified_documented_and_installed():
+    """Weights the project trained ship in Resources/Models: under 20 MB, SHA-256 as registered,
+    a model card that says they were trained on simulated data, and both files listed for the
+    extension build."""
+    reg = ModelRegistry()
+    cmake = (ROOT / "Resources" / "CMakeLists.txt").read_text(encoding="utf-8")
+    bundled = [(spec, f) for spec in reg.specs() if not spec.user for f in spec.files if f.bundled]
+    assert {spec.id for spec, _ in bundled} >= {"knee-femoral-cartilage-mese", "siamese-pain-demo"}
+    for spec, f in bundled:
+        path = ROOT / "Resources" / "Models" / f.bundled
+        data = path.read_bytes()
+        assert len(data) == f.size_bytes < 20e6, spec.id
+        assert hashlib.sha256(data).hexdigest() == f.sha256, f"{spec.id}: update Models.json after re-bundling"
+        card = ROOT / "Resources" / "Models" / spec.get("model_card")
+        text = " ".join(card.read_text(encoding="utf-8").lower().split())
+        assert "not validated on real scans" in text and "simulated" in text, card
+        assert f"Models/{f.bundled}" in cmake and f"Models/{card.name}" in cmake, spec.id
+
+
 def test_registry_sha256_matches_the_published_sums(sij_model_dir):
     sums = dict(reversed(line.split()) for line in (sij_model_dir / "SHA256SUMS").read_text().splitlines())
     spec = ModelRegistry().get(SIJ_ID)
