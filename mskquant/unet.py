@@ -100,6 +100,23 @@ def build_unet(params: dict) -> UNet2D:
     return UNet2D(**params)
 
 
+def state_dict_mismatch(own: dict, state: dict) -> str:
+    """How ``state`` fails to fit a network whose state dict is ``own`` ("" when it fits):
+    missing and unexpected keys and tensors of another shape, each counted with an example."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    detail = []
+    if missing:
+        detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        detail.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+    return "; ".join(detail)
+
+
 def load_weights(model: nn.Module, path, what: str = "model") -> nn.Module:
     """Load a state dict (or a checkpoint holding ``state_dict``) and check it fits ``model`` exactly."""
     try:
@@ -112,20 +129,9 @@ def load_weights(model: nn.Module, path, what: str = "model") -> nn.Module:
     if not isinstance(state, dict):
         raise ModelError(f"{what} weights {path} hold a {type(state).__name__}, not a state dict: "
                          f"save them with torch.save(model.state_dict(), path).")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            detail.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise ModelError(f"{what} weights {path} do not fit the registered architecture ({'; '.join(detail)}): "
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ModelError(f"{what} weights {path} do not fit the registered architecture ({mismatch}): "
                          f"use weights trained for this model or register them with the matching architecture.")
     model.load_state_dict(state)
     return model

@@ -166,28 +166,16 @@ def build_network(architecture: dict, state_dict: dict, where: str):
     """The U-Net of ``architecture`` with ``state_dict`` loaded; every tensor must fit exactly."""
     import torch
 
-    from mskquant.unet import build_unet
+    from mskquant.unet import build_unet, state_dict_mismatch
 
     params = dict(architecture.get("params") or {})
     try:
         net = build_unet(params)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{where} describes an invalid U-Net ({exc}): fix its architecture parameters.") from None
-    own = net.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            detail.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state_dict[k].shape)} vs "
-                          f"{tuple(own[k].shape)})")
-        raise ModelError(f"{where} weights do not fit its architecture ({'; '.join(detail)}): the file is damaged or "
+    mismatch = state_dict_mismatch(net.state_dict(), state_dict)
+    if mismatch:
+        raise ModelError(f"{where} weights do not fit its architecture ({mismatch}): the file is damaged or "
                          f"was saved with another network; export it again.")
     net.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state_dict.items()})
     return net.eval()
