@@ -167,3 +167,23 @@ def test_file_roundtrip_4d_nifti(tmp_path):
     assert back.is_series and back.array.shape == arr.shape
     np.testing.assert_array_equal(back.array, arr)
     np.testing.assert_allclose(back.geometry.ijk_to_ras, g.ijk_to_ras, atol=1e-4)
+
+
+@pytest.mark.parametrize("module", ["VHIWorkflow", "KneeT2Segment", "SiamesePainCAM"])
+def test_panel_parameters_live_in_one_singleton_node_per_module(runtime, module):
+    """The panels keep their parameters in the module's singleton node: created once, found
+    again, and each module's parameters dataclass round-trips through it."""
+    import importlib
+
+    from mskquant.panel import module_parameter_node
+
+    node = module_parameter_node(module, runtime.scene)
+    assert module_parameter_node(module, runtime.scene) is node
+    assert node.GetName() == f"{module} parameters"
+    assert runtime.scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1
+    params_module = importlib.import_module(f"{module}Lib.parameters")
+    cls = next(v for k, v in vars(params_module).items() if k.endswith("Parameters") and isinstance(v, type)
+               and hasattr(v, "load_from_node") and v.__module__ == params_module.__name__)
+    default = cls()
+    default.save_to_node(node)
+    assert cls.load_from_node(module_parameter_node(module, runtime.scene)) == default

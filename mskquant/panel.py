@@ -73,6 +73,21 @@ class RunControls:
         return result
 
 
+def module_parameter_node(module_name: str, scene=None):
+    """The module's singleton parameter node (created on first use) in ``scene``
+    (default: the application's scene). Parameters dataclasses save to and load from it."""
+    import slicer
+
+    scene = scene if scene is not None else slicer.mrmlScene
+    node = scene.GetSingletonNode(module_name, "vtkMRMLScriptedModuleNode")
+    if node is None:
+        node = slicer.vtkMRMLScriptedModuleNode()
+        node.SetSingletonTag(module_name)
+        node.SetName(f"{module_name} parameters")
+        node = scene.AddNode(node)
+    return node
+
+
 def fill_segment_combo(combo, node) -> None:
     """List the segments of a segmentation node in a QComboBox (empty for other node types)."""
     current = combo.currentText

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import slicer
 
-from mskquant.panel import RunControls, fill_segment_combo, show_volume
+from mskquant.panel import RunControls, fill_segment_combo, module_parameter_node, show_volume
 
 from .parameters import KneeT2Parameters
 
@@ -79,13 +79,7 @@ class KneeT2SegmentPanel:
         return self._logic
 
     def _parameter_node(self):
-        node = slicer.mrmlScene.GetSingletonNode("KneeT2Segment", "vtkMRMLScriptedModuleNode")
-        if node is None:
-            node = slicer.vtkMRMLScriptedModuleNode()
-            node.SetSingletonTag("KneeT2Segment")
-            node.SetName("KneeT2Segment parameters")
-            node = slicer.mrmlScene.AddNode(node)
-        return node
+        return module_parameter_node("KneeT2Segment")
 
     def _load_parameters(self) -> None:
         p = KneeT2Parameters.load_from_node(self._parameter_node())

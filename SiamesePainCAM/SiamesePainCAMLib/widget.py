@@ -14,7 +14,7 @@ from pathlib import Path
 
 import slicer
 
-from mskquant.panel import RunControls, show_volume
+from mskquant.panel import RunControls, module_parameter_node, show_volume
 
 from .parameters import AUTO, DEFAULT_MODEL, PainCAMParameters
 
@@ -59,13 +59,7 @@ class SiamesePainCAMPanel:
             combo.addItem(model_id)
 
     def _parameter_node(self):
-        node = slicer.mrmlScene.GetSingletonNode("SiamesePainCAM", "vtkMRMLScriptedModuleNode")
-        if node is None:
-            node = slicer.vtkMRMLScriptedModuleNode()
-            node.SetSingletonTag("SiamesePainCAM")
-            node.SetName("SiamesePainCAM parameters")
-            node = slicer.mrmlScene.AddNode(node)
-        return node
+        return module_parameter_node("SiamesePainCAM")
 
     def _load_parameters(self) -> None:
         p = PainCAMParameters.load_from_node(self._parameter_node())

@@ -13,7 +13,7 @@ from pathlib import Path
 import qt
 import slicer
 
-from mskquant.panel import RunControls, fill_segment_combo, open_segment_editor, show_volume
+from mskquant.panel import RunControls, fill_segment_combo, module_parameter_node, open_segment_editor, show_volume
 
 from .parameters import VHIParameters
 
@@ -56,15 +56,7 @@ class VHIWorkflowPanel:
         return self._logic
 
     def _parameter_node(self):
-        return slicer.mrmlScene.GetSingletonNode("VHIWorkflow", "vtkMRMLScriptedModuleNode") or \
-            slicer.mrmlScene.AddNode(self._new_parameter_node())
-
-    @staticmethod
-    def _new_parameter_node():
-        node = slicer.vtkMRMLScriptedModuleNode()
-        node.SetSingletonTag("VHIWorkflow")
-        node.SetName("VHIWorkflow parameters")
-        return node
+        return module_parameter_node("VHIWorkflow")
 
     def _load_parameters(self) -> None:
         p = VHIParameters.load_from_node(self._parameter_node())
