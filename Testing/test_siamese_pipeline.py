@@ -253,7 +253,7 @@ HELD_OUT_PAIRS_PER_MAP = 10
 
 @pytest.fixture(scope="module")
 def held_out_outcomes(knee_labelmap_dir):
-    """The bundled demo model on 20 pairs simulated from knee label maps it never saw (nor its
+    """The bundled demo model on 40 pairs simulated from knee label maps it never saw (nor its
     template): 10 per label map of the held-out subjects, lesion kind drawn 60/40."""
     from mskquant.device import select_device
     from mskquant.models import ModelStore
