@@ -56,7 +56,8 @@ def _run_pairs(ctx, logic, anatomies, n_pairs, dataset, out, seed, progress):
                 write_overlay_png(a_res, out / f"{dataset}_{pair.subject}_overlay.png")
     mrml.write_rows_csv(out / f"{dataset}_pairs.csv", OUTCOME_FIELDS, outcome_rows(outcomes))
     s = summarise(outcomes)
-    label = "analytic knee (in training)" if dataset == "analytic" else "held-out knee label maps"
+    label = ("analytic knee (the test split of the demo model's training, part of its template)" if dataset == "analytic"
+             else "held-out knee label maps")
     for key, unit in (("accuracy", ""), ("auc", ""), ("pointing_accuracy", ""), ("median_peak_to_lesion_mm", "mm")):
         value = s[key]
         ctx.result("SiamesePainCAM", f"simulated pairs, {label}", key.replace("_", " "),
