@@ -439,15 +439,11 @@ def continuous_color_node(rt: SlicerRuntime, name: str, points: Sequence[Tuple[f
     return node
 
 
-def plot_chart(rt: SlicerRuntime, table_node, x_column: str, y_columns: Sequence[str], title: str,
-               x_title: str = "", y_title: str = "", kind: str = "scatter"):
-    """A plot chart node showing columns of a table node (Slicer's plot view draws it)."""
-    chart = rt.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", title)
-    chart.SetTitle(title)
-    chart.SetXAxisTitle(x_title or x_column)
-    chart.SetYAxisTitle(y_title or ", ".join(y_columns))
+def add_plot_series(rt: SlicerRuntime, chart, table_node, x_column: str, y_columns: Sequence[str],
+                    name: str, kind: str = "scatter") -> None:
+    """Add one plot series per column of ``table_node`` to ``chart`` (scatter, or lines without markers)."""
     for y in y_columns:
-        series = rt.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{title}: {y}")
+        series = rt.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}: {y}")
         series.SetAndObserveTableNodeID(table_node.GetID())
         series.SetXColumnName(x_column)
         series.SetYColumnName(y)
@@ -455,6 +451,16 @@ def plot_chart(rt: SlicerRuntime, table_node, x_column: str, y_columns: Sequence
         if kind == "line":
             series.SetMarkerStyle(series.MarkerStyleNone)
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
+
+
+def plot_chart(rt: SlicerRuntime, table_node, x_column: str, y_columns: Sequence[str], title: str,
+               x_title: str = "", y_title: str = "", kind: str = "scatter"):
+    """A plot chart node showing columns of a table node (Slicer's plot view draws it)."""
+    chart = rt.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", title)
+    chart.SetTitle(title)
+    chart.SetXAxisTitle(x_title or x_column)
+    chart.SetYAxisTitle(y_title or ", ".join(y_columns))
+    add_plot_series(rt, chart, table_node, x_column, y_columns, title, kind)
     return chart
 
 

@@ -551,14 +551,8 @@ class KneeT2Logic:
             "lower_limit_ms": [reg.lower_limit_ms] * n, "upper_limit_ms": [reg.upper_limit_ms] * n}, node=ba)
         chart = mrml.plot_chart(self.rt, ba, "mean_ms", ["difference_ms"], f"{name}: Bland-Altman, {region}",
                                 "mean T2 of A and B (ms)", "B - A (ms)", kind="scatter")
-        for col in ("bias_ms", "lower_limit_ms", "upper_limit_ms"):
-            series = self.rt.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}: {col}")
-            series.SetAndObserveTableNodeID(ba.GetID())
-            series.SetXColumnName("mean_ms")
-            series.SetYColumnName(col)
-            series.SetPlotType(series.PlotTypeLine)
-            series.SetMarkerStyle(series.MarkerStyleNone)
-            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        mrml.add_plot_series(self.rt, chart, ba, "mean_ms", ["bias_ms", "lower_limit_ms", "upper_limit_ms"], name,
+                             kind="line")
         return agreement, table, chart
 
     def export_agreement(self, agreement: KneeAgreement, folder: Path) -> List[Path]:

@@ -303,14 +303,8 @@ class VHILogic:
             "upper_limit_ml": [ba.upper_limit] * n})
         chart = mrml.plot_chart(self.rt, table, "mean_ml", ["difference_ml"], f"{name} chart",
                                 "mean of A and B (mL)", "B - A (mL)", kind="scatter")
-        for col in ("mean_difference_ml", "lower_limit_ml", "upper_limit_ml"):
-            series = self.rt.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}: {col}")
-            series.SetAndObserveTableNodeID(table.GetID())
-            series.SetXColumnName("mean_ml")
-            series.SetYColumnName(col)
-            series.SetPlotType(series.PlotTypeLine)
-            series.SetMarkerStyle(series.MarkerStyleNone)
-            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        limits = ["mean_difference_ml", "lower_limit_ml", "upper_limit_ml"]
+        mrml.add_plot_series(self.rt, chart, table, "mean_ml", limits, name, kind="line")
         return ba, table, chart
 
     def change_table(self, subject: str, pre: Dict[str, VHI], post: Dict[str, VHI], name: str = "V_HI change"):
