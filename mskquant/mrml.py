@@ -376,6 +376,12 @@ def table_from_columns(rt: SlicerRuntime, name: str, columns: Dict[str, Sequence
     return table_node
 
 
+def table_from_rows(rt: SlicerRuntime, name: str, header: Sequence[str], rows: Iterable[Sequence], node=None):
+    """A table node from rows of values in ``header`` order (see :func:`table_from_columns`)."""
+    rows = [list(r) for r in rows]
+    return table_from_columns(rt, name, {h: [r[i] for r in rows] for i, h in enumerate(header)}, node=node)
+
+
 def columns_from_table(table_node) -> Dict[str, list]:
     table = table_node.GetTable()
     out: Dict[str, list] = {}

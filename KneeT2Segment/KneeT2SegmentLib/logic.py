@@ -372,12 +372,7 @@ class KneeT2Logic:
         seg.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
         summary = quant.summary()
         summary["mask_source"] = mask_source
-        table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
-        cols = {c: [] for c in CSV_COLUMNS}
-        for r in quant.rows:
-            for c, v in zip(CSV_COLUMNS, r.as_row()):
-                cols[c].append(v)
-        mrml.table_from_columns(self.rt, table.GetName(), cols, node=table)
+        table = mrml.table_from_rows(self.rt, f"{name} table", CSV_COLUMNS, (r.as_row() for r in quant.rows))
         table.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
         table.SetAttribute(RESULT_ATTRIBUTE, "1")
         table.SetAttribute(SUMMARY_ATTRIBUTE, _to_json(summary))
@@ -505,12 +500,7 @@ class KneeT2Logic:
         else:
             b, b_name = self.segment_cartilage(series, progress.sub(0.0, 0.5), params), f"model {params.model_id}"
         scan = compare_scan(series, a, b, params, name, progress.sub(0.5, 0.95))
-        table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
-        cols = {c: [] for c in SCAN_COLUMNS}
-        for row in scan.rows():
-            for c, v in zip(SCAN_COLUMNS, row):
-                cols[c].append(v)
-        mrml.table_from_columns(self.rt, table.GetName(), cols, node=table)
+        table = mrml.table_from_rows(self.rt, f"{name} table", SCAN_COLUMNS, scan.rows())
         table.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
         for key in ("dice", "jaccard", "voxels_a", "voxels_b", "volume_a_ml", "volume_b_ml"):
             table.SetAttribute(f"MSKQuant.Agreement.{key}", repr(float(getattr(scan, key))))
@@ -533,12 +523,7 @@ class KneeT2Logic:
                         region: str = "All"):
         """Per region over the scans (Spearman, MAE, bias, limits) -> (statistics, table node, Bland-Altman chart)."""
         agreement = agreement_over_scans(scans)
-        table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
-        cols = {c: [] for c in SET_COLUMNS}
-        for r in agreement.regions:
-            for c, v in zip(SET_COLUMNS, r.as_row()):
-                cols[c].append(v)
-        mrml.table_from_columns(self.rt, table.GetName(), cols, node=table)
+        table = mrml.table_from_rows(self.rt, f"{name} table", SET_COLUMNS, (r.as_row() for r in agreement.regions))
         table.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
         table.SetAttribute("MSKQuant.Agreement.mean_dice", repr(agreement.mean_dice))
         table.SetAttribute("MSKQuant.Agreement.mean_jaccard", repr(agreement.mean_jaccard))

@@ -169,15 +169,13 @@ class PainCAMLogic:
         return [float(v) for v in (analysis.geometry[side].ijk_to_ras @ ijk)[:3]]
 
     def _fill_table(self, table, analysis: PainResult) -> None:
-        cols = {c: [] for c in TABLE_COLUMNS}
+        rows = []
         for k, side in enumerate(SIDES):
             p = analysis.p_right_painful if side == "right" else 1.0 - analysis.p_right_painful
-            values = (side, p, "yes" if analysis.painful_side == side else "no", analysis.prepared[side].centre_slice,
-                      analysis.prepared[side].centre_source, analysis.max_cam_slice[side],
-                      float(analysis.prediction.evidence[k].max()))
-            for c, v in zip(TABLE_COLUMNS, values):
-                cols[c].append(v)
-        mrml.table_from_columns(self.rt, table.GetName(), cols, node=table)
+            rows.append((side, p, "yes" if analysis.painful_side == side else "no", analysis.prepared[side].centre_slice,
+                         analysis.prepared[side].centre_source, analysis.max_cam_slice[side],
+                         float(analysis.prediction.evidence[k].max())))
+        mrml.table_from_rows(self.rt, table.GetName(), TABLE_COLUMNS, rows, node=table)
 
     # --- outputs ---------------------------------------------------------------------------------
     def summary(self, result: PainCAMResult) -> Dict:
