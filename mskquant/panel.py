@@ -88,6 +88,27 @@ def module_parameter_node(module_name: str, scene=None):
     return node
 
 
+def export_outputs(folder: str, names, write, what: str = "Export") -> bool:
+    """Write the files ``names`` into ``folder`` through ``write(output_folder)``, all of them or
+    none (:class:`mskquant.atomic.OutputFolder`), asking before replacing earlier results.
+    Errors become a dialog. True when the files were written."""
+    from pathlib import Path
+
+    import slicer
+
+    from .atomic import OutputFolder
+
+    with slicer.util.tryWithErrorDisplay(f"{what} failed.", waitCursor=True):
+        existing = [n for n in names if (Path(folder) / n).exists()]
+        if existing and not slicer.util.confirmYesNoDisplay(
+                f"{folder} already holds {', '.join(existing[:4])}. Replace them?"):
+            return False
+        with OutputFolder(folder, names, overwrite=bool(existing)) as out:
+            write(out)
+        return True
+    return False
+
+
 def fill_segment_combo(combo, node) -> None:
     """List the segments of a segmentation node in a QComboBox (empty for other node types)."""
     current = combo.currentText

@@ -16,11 +16,10 @@ Spearman, MAE, bias and Bland-Altman limits (Thomas et al. 2.6).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import slicer
 
-from mskquant.panel import RunControls, fill_segment_combo, module_parameter_node, show_volume
+from mskquant.panel import RunControls, export_outputs, fill_segment_combo, module_parameter_node, show_volume
 
 from .parameters import KneeT2Parameters
 
@@ -302,20 +301,15 @@ class KneeT2SegmentPanel:
         if not folder or (self.agreement is None and self.agreement_set is None):
             slicer.util.errorDisplay("Compare two segmentations and choose an export folder first.")
             return
-        from mskquant.atomic import OutputFolder
-
         from .cli import COMPARE_OUTPUTS, COMPARE_SET_OUTPUTS
 
-        names = COMPARE_SET_OUTPUTS if self.agreement_set is not None else COMPARE_OUTPUTS
-        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-            overwrite = self._overwrite_ok(folder, names)
-            if overwrite is None:
-                return
-            with OutputFolder(folder, names, overwrite=overwrite) as out:
-                if self.agreement_set is not None:
-                    self.logic().export_agreement_set(self.agreement_set[0], self.agreement_set[1], out.stage)
-                else:
-                    self.logic().export_agreement(self.agreement, out.stage)
+        if self.agreement_set is not None:
+            names = COMPARE_SET_OUTPUTS
+            write = lambda out: self.logic().export_agreement_set(*self.agreement_set, out.stage)  # noqa: E731
+        else:
+            names = COMPARE_OUTPUTS
+            write = lambda out: self.logic().export_agreement(self.agreement, out.stage)  # noqa: E731
+        if export_outputs(folder, names, write):
             self.ui.statusLabel.text = f"Exported the agreement to {folder}."
 
     def _show_result(self, mese_node) -> None:
@@ -339,29 +333,14 @@ class KneeT2SegmentPanel:
         slicer.modules.plots.logic().ShowChartInLayout(r.plot)
         self.ui.exportButton.enabled = True
 
-    def _overwrite_ok(self, folder: str, names) -> "bool | None":
-        existing = [n for n in names if (Path(folder) / n).exists()]
-        if not existing:
-            return False
-        if slicer.util.confirmYesNoDisplay(f"{folder} already holds {', '.join(existing[:4])}. Replace them?"):
-            return True
-        return None
-
     def onExport(self, *_):
         folder = self.ui.exportDirectoryLineEdit.currentPath
         if not folder or self.result is None:
             slicer.util.errorDisplay("Run the quantification and choose an export folder first.")
             return
-        from mskquant.atomic import OutputFolder
-
         from .cli import KNEE_T2_OUTPUTS
 
-        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-            overwrite = self._overwrite_ok(folder, KNEE_T2_OUTPUTS)
-            if overwrite is None:
-                return
-            with OutputFolder(folder, KNEE_T2_OUTPUTS, overwrite=overwrite) as out:
-                self.logic().export(self.result, out.stage)
+        if export_outputs(folder, KNEE_T2_OUTPUTS, lambda out: self.logic().export(self.result, out.stage)):
             self.ui.statusLabel.text = f"Exported to {folder}."
 
     def onCompare(self, *_):
@@ -391,14 +370,7 @@ class KneeT2SegmentPanel:
         if not folder or self.change is None:
             slicer.util.errorDisplay("Compare two results and choose an export folder first.")
             return
-        from mskquant.atomic import OutputFolder
-
         from .cli import CHANGE_OUTPUTS
 
-        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-            overwrite = self._overwrite_ok(folder, CHANGE_OUTPUTS)
-            if overwrite is None:
-                return
-            with OutputFolder(folder, CHANGE_OUTPUTS, overwrite=overwrite) as out:
-                self.logic().export_change(self.change, out.stage)
+        if export_outputs(folder, CHANGE_OUTPUTS, lambda out: self.logic().export_change(self.change, out.stage)):
             self.ui.statusLabel.text = f"Exported the change to {folder}."

@@ -10,11 +10,10 @@ No computation happens here: the panel calls :class:`SiamesePainCAMLib.logic.Pai
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import slicer
 
-from mskquant.panel import RunControls, module_parameter_node, show_volume
+from mskquant.panel import RunControls, export_outputs, module_parameter_node, show_volume
 
 from .parameters import AUTO, DEFAULT_MODEL, PainCAMParameters
 
@@ -145,16 +144,8 @@ class SiamesePainCAMPanel:
         if not folder:
             slicer.util.errorDisplay("Choose an export folder first.")
             return
-        from mskquant.atomic import OutputFolder
-
         from .logic import OUTPUT_FILES
 
-        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-            existing = [n for n in OUTPUT_FILES if (Path(folder) / n).exists()]
-            overwrite = bool(existing) and slicer.util.confirmYesNoDisplay(
-                f"{folder} already holds {', '.join(existing)}. Replace them?")
-            if existing and not overwrite:
-                return
-            with OutputFolder(folder, OUTPUT_FILES, overwrite=overwrite) as out:
-                self.logic().export(self.result, out.stage, opacity=float(self.ui.opacitySlider.value))
+        opacity = float(self.ui.opacitySlider.value)
+        if export_outputs(folder, OUTPUT_FILES, lambda out: self.logic().export(self.result, out.stage, opacity=opacity)):
             self.ui.statusLabel.text = f"Exported to {folder}."

@@ -8,12 +8,11 @@ undoes all cleaning, "Export" writes CSV, segmentation, label map and an overlay
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import qt
 import slicer
 
-from mskquant.panel import RunControls, fill_segment_combo, module_parameter_node, open_segment_editor, show_volume
+from mskquant.panel import (RunControls, export_outputs, fill_segment_combo, module_parameter_node, open_segment_editor,
+                            show_volume)
 
 from .parameters import VHIParameters
 
@@ -150,29 +149,22 @@ class VHIWorkflowPanel:
         if not folder:
             slicer.util.errorDisplay("Choose an export folder first.")
             return
-        from mskquant.atomic import OutputFolder
-
         from .cli import VHI_OUTPUTS
         from .demo import overlay_png
         from .logic import SEG_CONSERVATIVE, SEG_DISEASE, SEG_SENSITIVE
         from mskquant import mrml
 
-        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-            expected = list(VHI_OUTPUTS) + ["overlay.png"]
-            existing = [n for n in expected if (Path(folder) / n).exists()]
-            overwrite = bool(existing) and slicer.util.confirmYesNoDisplay(
-                f"{folder} already holds {', '.join(existing)}. Replace them?")
-            if existing and not overwrite:
-                return
+        def write(out):
             self.result.vhi = self.logic().recompute(self.result.segmentation)
-            with OutputFolder(folder, expected, overwrite=overwrite) as out:
-                self.logic().export(self.result, out.stage)
-                g = self.result.geometry
-                overlay_png(mrml.image_from_volume(self.ui.stirSelector.currentNode()),
-                            mrml.segment_mask(self.result.segmentation, SEG_DISEASE, g),
-                            mrml.segment_mask(self.result.segmentation, SEG_SENSITIVE, g),
-                            mrml.segment_mask(self.result.segmentation, SEG_CONSERVATIVE, g),
-                            out.path("overlay.png"), "V_HI")
+            self.logic().export(self.result, out.stage)
+            g = self.result.geometry
+            overlay_png(mrml.image_from_volume(self.ui.stirSelector.currentNode()),
+                        mrml.segment_mask(self.result.segmentation, SEG_DISEASE, g),
+                        mrml.segment_mask(self.result.segmentation, SEG_SENSITIVE, g),
+                        mrml.segment_mask(self.result.segmentation, SEG_CONSERVATIVE, g),
+                        out.path("overlay.png"), "V_HI")
+
+        if export_outputs(folder, list(VHI_OUTPUTS) + ["overlay.png"], write):
             self.ui.statusLabel.text = f"Exported to {folder}."
 
     def onCompare(self, *_):
