@@ -8,7 +8,6 @@ undoes all cleaning, "Export" writes CSV, segmentation, label map and an overlay
 
 from __future__ import annotations
 
-
 import slicer
 
 from mskquant.panel import (RunControls, export_outputs, fill_segment_combo, module_parameter_node, open_segment_editor,
