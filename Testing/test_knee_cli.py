@@ -116,6 +116,7 @@ def test_knee_t2_contract(runs):
     assert png.shape[0] > 200 and png.shape[1] > 300
     summary = json.loads((out / "knee_t2.json").read_text())
     assert summary["laterality"] == "right" and "sidecar" in summary["laterality_source"]
+    assert summary["source"].endswith("mese.nii.gz")  # the input file, not an intermediate scene node
 
 
 def test_knee_change_contract_and_console_script(runs, tmp_path):
@@ -234,7 +235,7 @@ def test_bad_masks(runs, tmp_path, cli):
     cropped = Geometry((g.shape_ijk[0], g.shape_ijk[1] - 1, g.shape_ijk[2]), g.ijk_to_ras)
     write_image(Image(mask.array[:, :-1], cropped), tmp_path / "cropped.nii.gz")
     fails_cleanly(cli, out, "knee-t2", "--mese", ph / "mese.nii.gz", "--mask", tmp_path / "cropped.nii.gz",
-                  "--out", out, match="not on the MESE grid")
+                  "--out", out, match="differs from the MESE grid")
     rc, _, stderr = cli("knee-t2", "--mese", ph / "mese.nii.gz", "--mask", ph / "truth_cartilage.nii.gz",
                         "--out", runs / "t0")
     assert rc == 2 and "already holds results" in stderr and "--overwrite" in stderr

@@ -210,7 +210,6 @@ def cmd_phantom(args) -> int:
 
 # --- knee-t2 -----------------------------------------------------------------------------------------
 def cmd_knee_t2(args) -> int:
-    from mskquant import mrml
     from mskquant.atomic import OutputFolder
     from mskquant.cli.common import progress_for
     from mskquant.headless import create_headless_runtime
@@ -229,20 +228,12 @@ def cmd_knee_t2(args) -> int:
     # Read and check everything before touching the output folder.
     series = read_mese(args.mese, te, progress.sub(0.0, 0.1))
     params.fit_settings().validate(series.n_echoes)
-    rt = create_headless_runtime()
-    logic = KneeT2Logic(rt)
-    seq, _ = logic.add_mese(series, "MESE")
-    mask_node = None
-    if args.mask:
-        mask_img = read_image(args.mask, "Cartilage mask")
-        if mask_img.is_series:
-            from mskquant.errors import InputError
-
-            raise InputError(f"Cartilage mask {args.mask} is 4D: give a 3D mask on the MESE grid.")
-        mask_node = mrml.volume_from_image(rt, mask_img, "cartilage mask", labelmap=True)
-    else:  # fetch, verify and load the network before any work
+    mask = read_image(args.mask, "Cartilage mask") if args.mask else None  # checked against the MESE grid by run()
+    logic = KneeT2Logic(create_headless_runtime())
+    if mask is None:  # fetch, verify and load the network before any work
         logic.segmentation_model(params, progress.sub(0.1, 0.12))
-    result = logic.run(seq, mask_node, None, params, progress.sub(0.12, 0.95), name="Knee T2")
+    # the series read from the file goes straight in: its source and metadata stay with it
+    result = logic.run(series, None, None, params, progress.sub(0.12, 0.95), name="Knee T2", mask=mask)
     with out:
         logic.export(result, out.stage)
     for w in result.warnings:
