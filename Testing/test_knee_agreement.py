@@ -92,6 +92,24 @@ def test_statistics_over_scans():
         agreement_over_scans([fake_scan("s", 50.0, 51.0)])
 
 
+def test_a_scan_without_a_region_value_leaves_only_that_region(runtime):
+    """A subregion empty in one scan (NaN) drops that scan from the region's statistics, and the
+    Bland-Altman table names the scans that remain, each with its own values."""
+    from KneeT2SegmentLib.logic import KneeT2Logic
+
+    scans = [fake_scan(f"s{n}", 50.0 + n, 51.0 + 2 * n) for n in range(4)]
+    scans[1].mean_t2_a["Deep medial central"] = float("nan")
+    res = agreement_over_scans(scans)
+    r = res.region("Deep medial central")
+    assert r.n_scans == 3 and r.scan_names == ["s0", "s2", "s3"]
+    assert list(r.a) == [50.0, 52.0, 53.0] and res.region("All").scan_names == ["s0", "s1", "s2", "s3"]
+    _, _, chart = KneeT2Logic(runtime).agreement_table(scans, "set", region="Deep medial central")
+    ba = runtime.scene.GetFirstNodeByName("set Bland-Altman Deep medial central")
+    cols = mrml.columns_from_table(ba)
+    assert cols["scan"] == ["s0", "s2", "s3"]
+    assert [float(v) for v in cols["difference_ms"]] == [1.0, 3.0, 4.0]
+
+
 def test_logic_makes_table_and_plot_nodes(runtime, phantoms):
     logic = KneeT2Logic(runtime)
     scans = []

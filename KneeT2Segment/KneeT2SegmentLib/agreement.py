@@ -106,6 +106,7 @@ class RegionAgreement:
     mean_t2_b_ms: float
     a: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     b: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    scan_names: List[str] = field(repr=False, default_factory=list)  # the scans of a and b (finite in both)
 
     def as_row(self) -> list:
         return [getattr(self, c) for c in SET_COLUMNS]
@@ -156,9 +157,10 @@ def agreement_over_scans(scans: Sequence[ScanAgreement]) -> SetAgreement:
         b = np.array([s.mean_t2_b[name] for s in scans], float)
         ok = np.isfinite(a) & np.isfinite(b)
         a, b = a[ok], b[ok]
+        names = [s.name for s, kept in zip(scans, ok) if kept]
         nan = float("nan")
         if a.size < 2:
-            regions.append(RegionAgreement(name, int(a.size), nan, nan, nan, nan, nan, nan, nan, nan, nan, a, b))
+            regions.append(RegionAgreement(name, int(a.size), nan, nan, nan, nan, nan, nan, nan, nan, nan, a, b, names))
             continue
         d = b - a
         ba = limits_of_agreement(a, b)
@@ -166,7 +168,7 @@ def agreement_over_scans(scans: Sequence[ScanAgreement]) -> SetAgreement:
             rho = spearman(a, b) if np.ptp(a) > 0 and np.ptp(b) > 0 else nan
             p = float(stats.ttest_1samp(d, 0.0).pvalue) if np.ptp(d) > 0 else (1.0 if d[0] == 0 else 0.0)
         regions.append(RegionAgreement(name, int(a.size), float(rho), float(np.abs(d).mean()), float(d.mean()), p,
-                                       ba[0], ba[1], ba[2], float(a.mean()), float(b.mean()), a, b))
+                                       ba[0], ba[1], ba[2], float(a.mean()), float(b.mean()), a, b, names))
     return SetAgreement(list(scans), regions, warnings)
 
 

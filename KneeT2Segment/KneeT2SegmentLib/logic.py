@@ -531,7 +531,7 @@ class KneeT2Logic:
         n = reg.n_scans
         ba = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} Bland-Altman {region}")
         mrml.table_from_columns(self.rt, ba.GetName(), {
-            "scan": [s.name for s in scans][:n], "mean_ms": list(map(float, (reg.a + reg.b) / 2.0)),
+            "scan": reg.scan_names, "mean_ms": list(map(float, (reg.a + reg.b) / 2.0)),
             "difference_ms": list(map(float, reg.b - reg.a)), "bias_ms": [reg.bias_ms] * n,
             "lower_limit_ms": [reg.lower_limit_ms] * n, "upper_limit_ms": [reg.upper_limit_ms] * n}, node=ba)
         chart = mrml.plot_chart(self.rt, ba, "mean_ms", ["difference_ms"], f"{name}: Bland-Altman, {region}",
