@@ -231,6 +231,38 @@ def test_demo_model_is_registered_bundled_and_verified(model_dir):
     assert f"Models/{spec.files[0].bundled}" in listed and f"Models/{card.name}" in listed
 
 
+def test_models_add_keeps_the_pooling_a_model_was_trained_with(tmp_path, model_dir, cli):
+    """pain-train saves the architecture with the weights; LSE pooling adds no parameters, so a
+    bare state dict would load into the --like model's average pooling without a word."""
+    import torch
+
+    from mskquant.device import select_device
+    from mskquant.models import ModelRegistry
+
+    from SiamesePainCAMLib.checkpoint import save_model
+    from SiamesePainCAMLib.network import SiamesePainNet
+    from SiamesePainCAMLib.pipeline import load_pain_model
+
+    torch.manual_seed(0)
+    net = SiamesePainNet((2, 2, 2, 2, 2, 2), pooling="lse", lse_sharpness=3.0)
+    with torch.no_grad():
+        net.template.fill_(0.5)
+    save_model(net, tmp_path / "lse.pt")
+    rc, _, err = cli("models", "add", tmp_path / "lse.pt", "--id", "pain-lse", "--like", "siamese-pain-demo")
+    assert rc == 0, err
+    spec = ModelRegistry().get("pain-lse")
+    assert spec.architecture["params"]["pooling"] == "lse" and spec.architecture["params"]["widths"] == [2] * 6
+    from mskquant.models import ModelStore
+
+    model = load_pain_model(ModelStore().ensure("pain-lse")[0], spec.architecture, select_device("cpu"), spec.id)
+    assert model.network.pooling == "lse" and model.network.lse_sharpness == 3.0
+    # a bare state dict (the bundled demo model's format) takes the --like model's architecture
+    torch.save(SiamesePainNet().state_dict(), str(tmp_path / "bare.pt"))
+    rc, _, err = cli("models", "add", tmp_path / "bare.pt", "--id", "pain-bare", "--like", "siamese-pain-demo")
+    assert rc == 0, err
+    assert ModelRegistry().get("pain-bare").architecture == ModelRegistry().get("siamese-pain-demo").architecture
+
+
 # --- the module's files --------------------------------------------------------------------------------
 def test_cmake_lists_every_module_file_and_nothing_else():
     text = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SiamesePainCAM")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .logic import OUTPUT_FILES
+from .network import POOLINGS
 
 PHANTOM_README = "pairs.csv"
 TRAIN_OUTPUTS = ("best_model.pt", "model_entry.json", "cv.json", "folds.csv", "predictions.csv", "history.csv",
@@ -26,7 +27,7 @@ def _widths(text: str):
     try:
         w = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise InputError(f"--widths takes 6 comma-separated numbers of filters, e.g. 16,32,64,64,128,128 "
+        raise InputError(f"--widths takes 6 comma-separated numbers of filters, e.g. 8,16,32,32,64,64 "
                          f"(got {text!r}).") from None
     if len(w) != 6 or min(w) < 1:
         raise InputError(f"--widths takes 6 positive numbers of filters, one per convolution (got {text!r}).")
@@ -86,7 +87,7 @@ def register(sub) -> None:
     t.add_argument("--branch-per-location", action="store_true",
                    help="a separate convolutional branch per slice location, as the paper's 23 2D models")
     t.add_argument("--validation-fraction", type=float, default=0.1, help="share of training subjects that picks the best epoch")
-    t.add_argument("--pooling", default="average", choices=("average", "lse"),
+    t.add_argument("--pooling", default="average", choices=POOLINGS,
                    help="pooling of each slice's map: average (paper, the demo model) or lse, a smooth maximum "
                         "that lets small lesions count")
     t.add_argument("--lse-sharpness", type=float, default=5.0, help="r of the LSE pooling (5)")
@@ -145,7 +146,7 @@ def cmd_pain_phantom(args) -> int:
     from mskquant.cli.common import progress_for, write_json
     from mskquant.errors import InputError
     from mskquant.imageio import write_image
-    from mskquant.mrml import write_rows_csv
+    from mskquant.csvio import write_rows_csv
     from mskquant.paths import shared_data_dir
 
     from . import simulator as sim
@@ -202,16 +203,15 @@ def cmd_pain_train(args) -> int:
     import json
 
     import numpy as np
-    import torch
 
     from mskquant.atomic import OutputFolder
     from mskquant.cli.common import progress_for, write_json
     from mskquant.errors import InputError
+    from mskquant.models import sha256_of
     from mskquant.paths import shared_data_dir
 
     from . import datasets as ds
-    from .network import SiamesePainNet
-    from .preprocessing import INPUT_PX, N_PLANES
+    from .checkpoint import save_model
     from .training import PairData, TrainingConfig, cross_validate, read_pairs_csv, write_reports
 
     cfg = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, lr_step_epochs=args.lr_step, lr_gamma=args.lr_gamma,
@@ -239,7 +239,7 @@ def cmd_pain_train(args) -> int:
         exclude = tuple(s for s in args.exclude_subjects.split(",") if s)
         recipe = {"label_maps": sorted(str(p.name) for p in ds.sim.label_map_files(label_maps)) if label_maps else [],
                   "exclude": exclude, "analytic": args.analytic, "pairs_per_anatomy": args.simulate,
-                  "seed": args.seed}
+                  "seed": args.seed, "data_version": ds.DATA_VERSION}
         key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
         cache = Path(args.data_cache) / key if args.data_cache else None
         if cache is not None and (cache / "pairs.json").is_file() and (cache / "template.npy").is_file():
@@ -259,10 +259,10 @@ def cmd_pain_train(args) -> int:
     cv, best_state = cross_validate(data, cfg, template, work, progress.sub(0.3, 0.98), resume=args.resume)
     with out:
         summary = write_reports(cv, data, out, cfg)
-        model = SiamesePainNet(cfg.widths, N_PLANES, cfg.branch_per_location, INPUT_PX, cfg.pooling, cfg.lse_sharpness)
+        model = cfg.network()
         model.load_state_dict(best_state)
-        torch.save(model.state_dict(), out.path("best_model.pt"))
-        digest = hashlib.sha256(out.path("best_model.pt").read_bytes()).hexdigest()
+        save_model(model, out.path("best_model.pt"))
+        digest = sha256_of(out.path("best_model.pt"))
         entry = {"architecture": model.architecture(),
                  "files": [{"name": "best_model.pt", "sha256": digest,
                             "size_bytes": out.path("best_model.pt").stat().st_size}],

@@ -91,8 +91,7 @@ class SiamesePainNet(nn.Module):
     """Input ``(B, 2, L, H, W)``: knees (0 left, 1 right), L = 23 slice locations, 224 x 224."""
 
     def __init__(self, widths: Sequence[int] = DEMO_WIDTHS, n_locations: int = 23, branch_per_location: bool = False,
-                 input_size: int = 224, pooling: str = "average", lse_sharpness: float = 5.0,
-                 shared_head: bool = False) -> None:
+                 input_size: int = 224, pooling: str = "average", lse_sharpness: float = 5.0) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ModelError(f"Unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}.")
@@ -102,12 +101,10 @@ class SiamesePainNet(nn.Module):
         self.input_size = int(input_size)
         self.pooling = pooling
         self.lse_sharpness = float(lse_sharpness)
-        self.shared_head = bool(shared_head)
         n_branches = self.n_locations if self.branch_per_location else 1
         self.branches = nn.ModuleList([branch_layers(self.widths) for _ in range(n_branches)])
         channels = self.widths[-1]
-        n_heads = 1 if self.shared_head else self.n_locations
-        self.location_weight = nn.Parameter(torch.randn(n_heads, channels) * (1.0 / channels ** 0.5))
+        self.location_weight = nn.Parameter(torch.randn(self.n_locations, channels) * (1.0 / channels ** 0.5))
         self.location_bias = nn.Parameter(torch.zeros(self.n_locations))
         self.fusion = nn.Linear(self.n_locations, 2)
         # the alignment template travels with the weights it was trained with
@@ -135,8 +132,7 @@ class SiamesePainNet(nn.Module):
 
     def location_maps(self, features: torch.Tensor) -> torch.Tensor:
         """``w_n . f`` per pixel ``(B, 2, L, h, w)``: FC_n applied at every position."""
-        w = self.location_weight.expand(self.n_locations, -1)
-        return torch.einsum("bklchw,lc->bklhw", features, w)
+        return torch.einsum("bklchw,lc->bklhw", features, self.location_weight)
 
     def pool(self, maps: torch.Tensor) -> torch.Tensor:
         """Average (paper) or log-sum-exp pooling over each 28 x 28 map."""
@@ -178,12 +174,11 @@ class SiamesePainNet(nn.Module):
         return {"name": ARCHITECTURE_NAME, "params": {"widths": list(self.widths), "n_locations": self.n_locations,
                                                       "branch_per_location": self.branch_per_location,
                                                       "input_size": self.input_size, "pooling": self.pooling,
-                                                      "lse_sharpness": self.lse_sharpness,
-                                                      "shared_head": self.shared_head}}
+                                                      "lse_sharpness": self.lse_sharpness}}
 
 
 def build_network(params: Dict) -> SiamesePainNet:
-    allowed = {"widths", "n_locations", "branch_per_location", "input_size", "pooling", "lse_sharpness", "shared_head"}
+    allowed = {"widths", "n_locations", "branch_per_location", "input_size", "pooling", "lse_sharpness"}
     unknown = set(params) - allowed
     if unknown:
         raise ModelError(f"Unknown Siamese network parameter(s) {sorted(unknown)} in the model registry: fix Models.json.")

@@ -43,7 +43,7 @@ from mskquant.errors import InputError
 from mskquant.metrics import roc_auc, roc_curve
 from mskquant.progress import Progress, as_progress
 
-from .network import DEMO_WIDTHS, SiamesePainNet
+from .network import DEMO_WIDTHS, POOLINGS, SiamesePainNet
 from .preprocessing import INPUT_PX, N_PLANES
 
 
@@ -62,7 +62,6 @@ class TrainingConfig:
     branch_per_location: bool = False
     pooling: str = "average"  # paper; "lse" for the smooth maximum (see network.py)
     lse_sharpness: float = 5.0
-    shared_head: bool = False  # one FC weight vector for all locations (each keeps its fusion weight and bias)
     swap_augmentation: bool = True
     quiet_painless_cam: float = 0.0  # weight of the painless-knee CAM penalty (0 = the paper's loss alone)
     seed: int = 0
@@ -79,14 +78,18 @@ class TrainingConfig:
             raise InputError(f"The batch size must be at least 1 subject (got {self.batch_size}).")
         if self.folds < 1:
             raise InputError(f"Use at least 1 fold (got {self.folds}).")
-        if self.pooling not in ("average", "lse") or self.lse_sharpness <= 0:
-            raise InputError(f"Pooling must be 'average' or 'lse' with a positive sharpness (got {self.pooling!r}, "
-                             f"{self.lse_sharpness}).")
+        if self.pooling not in POOLINGS or self.lse_sharpness <= 0:
+            raise InputError(f"Pooling must be one of {', '.join(POOLINGS)} with a positive sharpness (got "
+                             f"{self.pooling!r}, {self.lse_sharpness}).")
         if self.quiet_painless_cam < 0:
             raise InputError(f"The painless-knee CAM weight must be 0 or more (got {self.quiet_painless_cam}).")
         if not 0 < self.validation_fraction < 1:
             raise InputError(f"The validation fraction must be between 0 and 1 (got {self.validation_fraction}).")
         return self
+
+    def network(self) -> SiamesePainNet:
+        """A new network of this configuration (the one pain-train trains and saves)."""
+        return SiamesePainNet(self.widths, N_PLANES, self.branch_per_location, INPUT_PX, self.pooling, self.lse_sharpness)
 
 
 @dataclass
@@ -227,8 +230,7 @@ def train_fold(data: PairData, train_idx: np.ndarray, val_idx: np.ndarray, cfg: 
     progress = as_progress(progress)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = SiamesePainNet(cfg.widths, N_PLANES, cfg.branch_per_location, INPUT_PX, cfg.pooling, cfg.lse_sharpness,
-                           cfg.shared_head)
+    model = cfg.network()
     model.template.copy_(torch.from_numpy(np.asarray(template, np.float32)))
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
