@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .atomic import atomic_path
-from .csvio import write_rows_csv  # noqa: F401  (the table adapters and the modules share it)
+from .csvio import write_rows_csv  # re-exported: the MRML-layer callers write CSVs through mrml
 from .errors import InputError, OutputError
 from .headless import SlicerRuntime, import_slicer
 from .image import Geometry, Image

@@ -31,8 +31,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from mskquant.errors import InputError
+from mskquant.metrics import dice as footprint_dice
 
-from .subregions import ZONES, ProjectionMaps, region_keys, region_name
+from .subregions import ANTERIOR_MAX_DEG, CENTRAL_MAX_DEG, ZONES, ProjectionMaps, region_keys, region_name
 
 SD_MULTIPLE = 1.0
 MIN_AREA_FRACTION = 0.01
@@ -169,22 +170,17 @@ def _shift(a: np.ndarray, dr: int, dc: int) -> np.ndarray:
     return out
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 0.0 if s == 0 else 2.0 * int((a & b).sum()) / s
-
-
 def align(base: ProjectionMaps, follow: ProjectionMaps) -> Tuple[np.ndarray, int, int, float]:
     """The follow-up all-layer map on the baseline grid, and the (row, bin) shift applied."""
     (mapped,) = _map_rows(base, follow, [follow.all])
     occ_b = np.isfinite(base.all)
-    best = (_dice(occ_b, np.isfinite(mapped)), 0, 0)
+    best = (footprint_dice(occ_b, np.isfinite(mapped)), 0, 0)
     unshifted = best[0]
     for dr in ROW_SHIFTS:
         for dc in BIN_SHIFTS:
             if dr == 0 and dc == 0:
                 continue
-            d = _dice(occ_b, np.isfinite(_shift(mapped, dr, dc)))
+            d = footprint_dice(occ_b, np.isfinite(_shift(mapped, dr, dc)))
             if d > best[0]:
                 best = (d, dr, dc)
     if best[0] <= unshifted * 1.01:
@@ -250,14 +246,14 @@ def compare(base: TimePoint, follow: TimePoint) -> ChangeResult:
     difference = np.where(plate, follow_map - base_map, np.nan)
     labels, n_cand, threshold, mean, sd = focal_clusters(difference, plate)
     n_plate = int(plate.sum())
-    centres = -180.0 + bp.bin_deg * (np.arange(base_map.shape[1]) + 0.5)
+    centres = bp.angle_centres_deg
     clusters = []
     for lab in range(1, int(labels.max()) + 1):
         rr, cc = np.nonzero(labels == lab)
         vals = difference[rr, cc]
         angle = float(centres[cc].mean())
         row = float(rr.mean())
-        zone = ZONES[0] if angle <= -35 else (ZONES[1] if angle <= 25 else ZONES[2])
+        zone = ZONES[0] if angle <= ANTERIOR_MAX_DEG else (ZONES[1] if angle <= CENTRAL_MAX_DEG else ZONES[2])
         side = "medial" if row <= bp.boundary_row else "lateral"
         clusters.append(Cluster(int(rr.size), 100.0 * rr.size / n_plate, float(vals.mean()), float(vals.max()), row,
                                 angle, side, zone))

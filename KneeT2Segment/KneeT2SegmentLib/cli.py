@@ -395,7 +395,7 @@ def cmd_calibrate(args) -> int:
     from mskquant.cli.common import progress_for, write_json
     from mskquant.errors import InputError
     from mskquant.imageio import read_image
-    from mskquant.mrml import write_rows_csv
+    from mskquant.csvio import write_rows_csv
 
     from . import training as tr
     from .calibration import CalibrationCase, calibrate
@@ -490,10 +490,7 @@ def _features(text: str):
 
 
 def cmd_train(args) -> int:
-    import json
-
-    from mskquant.atomic import atomic_path
-    from mskquant.cli.common import progress_for
+    from mskquant.cli.common import progress_for, write_json
     from mskquant.device import describe_device, select_device
     from mskquant.errors import OutputError
 
@@ -525,9 +522,7 @@ def cmd_train(args) -> int:
     validation = tr.validation_volumes(anat_val, config.validation_volumes, config.seed, config, progress.sub(0.08, 0.1))
     out.mkdir(parents=True, exist_ok=True)
     meta = tr.training_metadata(split, config)
-    with atomic_path(out / "training.json") as tmp:
-        tmp.write_text(json.dumps({**meta, "config": config.as_dict(), "labelmaps": str(Path(args.labelmaps))},
-                                  indent=2) + "\n", encoding="utf-8")
+    write_json({**meta, "config": config.as_dict(), "labelmaps": str(Path(args.labelmaps))}, out / "training.json")
     result = tr.train(anat_train, validation, out, config, device, progress.sub(0.1, 1.0), resume=args.resume,
                       metadata=meta, log=log)
     print(f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch} of {result.epochs_run} -> "

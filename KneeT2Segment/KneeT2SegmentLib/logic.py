@@ -102,8 +102,7 @@ class KneeT2Change:
     followup: TimePoint
 
 
-def _describe(node) -> str:
-    return f"'{node.GetName()}' ({node.GetClassName().replace('vtkMRML', '').replace('Node', '')})"
+_describe = mrml.describe_node
 
 
 def t2_color_points(vmax: float = 100.0):

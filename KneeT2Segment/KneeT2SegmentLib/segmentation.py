@@ -394,7 +394,7 @@ def segment(series: MeseSeries, model: KneeModel, fit_settings=None, progress: "
     counts = {"candidates": int(candidates.sum()), "t2_valid": int((valid & candidates).sum()), **counts}
     if not mask.any():
         raise InputError("The cartilage network's segmentation is empty after its thresholds (probability, T2 within "
-                         f"[{th.t2_range_ms[0]:g}, {th.t2_range_ms[1]:g}] ms, minimum per slice): check the MESE "
+                         f"[{settings.t2_range_ms[0]:g}, {settings.t2_range_ms[1]:g}] ms, minimum per slice): check the MESE "
                          "series (sagittal knee, echo times), or give a cartilage mask.")
     if dropped:
         warnings.append(f"{len(dropped)} sagittal slice(s) with less than {th.min_slice_area_mm2:g} mm2 of cartilage "
@@ -403,10 +403,3 @@ def segment(series: MeseSeries, model: KneeModel, fit_settings=None, progress: "
     timings = {"network": t1 - t0, "t2_candidates": t2 - t1, "total": time.monotonic() - t0}
     return CartilageSegmentation(mask, prob, fit, th, layout, dropped, counts, model.model_id, timings,
                                  warnings + list(fit.warnings))
-
-
-def segment_femoral_cartilage(series: MeseSeries, progress: "Progress | None" = None,
-                              model: str = DEFAULT_MODEL_ID, device="auto", fit_settings=None) -> np.ndarray:
-    """The hook :meth:`.logic.KneeT2Logic.segment_cartilage` calls: a boolean mask on the MESE grid."""
-    loaded = load_model(model, device, progress=as_progress(progress).sub(0.0, 0.02))
-    return segment(series, loaded, fit_settings, progress).mask

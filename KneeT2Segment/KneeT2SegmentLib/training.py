@@ -38,8 +38,6 @@ must take <= 6 s on 2 CPU cores (the paper: 6 s on a K80 GPU).
 
 from __future__ import annotations
 
-import copy
-import csv
 import math
 import re
 import time
@@ -599,15 +597,10 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
 
 
 def _write_history(history: List[dict], path: Path) -> None:
-    from mskquant.atomic import atomic_path
+    from mskquant.csvio import write_rows_csv
 
     cols = ["epoch", "loss", "validation_dice", "validation_dice_min", "learning_rate", "samples", "seconds"]
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for row in history:
-                w.writerow([row.get(c, "") for c in cols])
+    write_rows_csv(path, cols, ([row.get(c, "") for c in cols] for row in history))
 
 
 def training_metadata(split: Split, config: TrainingConfig) -> dict:
@@ -629,7 +622,3 @@ def load_anatomies(paths: Sequence[Path], progress: "Progress | None" = None) ->
     for n, p in enumerate(paths):
         out.append(an.load_anatomy(p, progress=progress.sub(n / len(paths), (n + 1) / len(paths))))
     return out
-
-
-def copy_config(config: TrainingConfig, **changes) -> TrainingConfig:
-    return replace(copy.deepcopy(config), **changes)

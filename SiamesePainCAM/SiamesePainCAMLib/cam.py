@@ -77,13 +77,8 @@ def peak_index(volume_kji: np.ndarray) -> tuple:
     return tuple(int(v) for v in np.unravel_index(int(np.argmax(volume_kji)), volume_kji.shape))
 
 
-def peak_inside(cam_volume_kji: np.ndarray, mask_kji: np.ndarray, tolerance_voxels: int = 0) -> bool:
-    """Pointing: does the CAM maximum fall inside the (optionally dilated) lesion mask?"""
-    mask = np.asarray(mask_kji, bool)
-    if tolerance_voxels > 0:
-        from scipy.ndimage import binary_dilation
-
-        mask = binary_dilation(mask, iterations=tolerance_voxels)
+def peak_inside(cam_volume_kji: np.ndarray, mask_kji: np.ndarray) -> bool:
+    """Pointing: does the CAM maximum fall inside the mask (False for a CAM without evidence)?"""
     if float(np.max(cam_volume_kji)) <= 0:
         return False
-    return bool(mask[peak_index(cam_volume_kji)])
+    return bool(np.asarray(mask_kji, bool)[peak_index(cam_volume_kji)])

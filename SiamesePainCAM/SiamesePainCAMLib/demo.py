@@ -1,8 +1,8 @@
 """The SiamesePainCAM part of ``mskquant demo``: simulated left/right pairs whose painful
 side and lesion are known, run through the Slicer logic with the bundled demo model.
 
-* always: pairs simulated from the analytic knee (no data needed) — one anatomy that was
-  also in the demo model's training set, so this checks the plumbing, not generalisation;
+* always: pairs simulated from the analytic knee (no data needed) — the demo model's test
+  split, but part of its alignment template, so this checks the plumbing, not generalisation;
 * with ``../shared``: pairs from the knee label maps held out of the demo model's training
   (:data:`datasets.HELD_OUT_SUBJECTS`) — AUC and CAM pointing accuracy on unseen anatomy.
 """
@@ -16,10 +16,9 @@ from mskquant.headless import create_headless_runtime
 
 from . import simulator as sim
 from .datasets import HELD_OUT_SUBJECTS, load_anatomies
-from .evaluation import OUTCOME_FIELDS, PairOutcome, outcome_rows, peak_to_mask_mm, summarise
+from .evaluation import OUTCOME_FIELDS, outcome_of, outcome_rows, summarise
 from .figures import write_overlay_png
 from .logic import PainCAMLogic
-from .cam import peak_index
 
 PAIRS_ANALYTIC = 4
 PAIRS_PER_HELD_OUT_KNEE = 3
@@ -39,19 +38,8 @@ def _run_pairs(ctx, logic, anatomies, n_pairs, dataset, out, seed, progress):
             left = mrml.volume_from_image(logic.rt, pair.left.image, f"{pair.subject} left")
             right = mrml.volume_from_image(logic.rt, pair.right.image, f"{pair.subject} right")
             res = logic.run(left, right, progress=prog.sub(0.2, 1.0), name=pair.subject)
-            cam = mrml.image_from_volume(res.cam_volumes[pair.painful_side]).array
-            mask = pair.painful.lesion_mask.array
             a_res = res.analysis
-            axis = a_res.prepared[pair.painful_side].frame.slice_axis
-            slices = np.nonzero(mask.any(axis=tuple(x for x in range(3) if x != axis)))[0]
-            outcomes.append(PairOutcome(
-                pair.subject, pair.anatomy, pair.painful_side, pair.lesion_kind, pair.painful.lesion_site,
-                res.p_right_painful, res.painful_side, res.painful_side == pair.painful_side,
-                bool(mask[peak_index(cam)]) if cam.max() > 0 else False,
-                peak_to_mask_mm(cam, mask, pair.painful.image.geometry), a_res.max_cam_slice[pair.painful_side],
-                f"{slices.min()}-{slices.max()}" if slices.size else "",
-                a_res.prepared["left"].centre_slice - pair.left.centre_slice,
-                a_res.prepared["right"].centre_slice - pair.right.centre_slice))
+            outcomes.append(outcome_of(pair, a_res))
             if p == 0:
                 write_overlay_png(a_res, out / f"{dataset}_{pair.subject}_overlay.png")
     mrml.write_rows_csv(out / f"{dataset}_pairs.csv", OUTCOME_FIELDS, outcome_rows(outcomes))

@@ -19,8 +19,8 @@ import numpy as np
 from mskquant.metrics import roc_auc
 from mskquant.progress import Progress
 
-from .cam import peak_index
-from .pipeline import PainModel, analyse_pair
+from .cam import peak_index, peak_inside
+from .pipeline import PainModel, PainResult, analyse_pair
 from .simulator import SimulatedPair
 
 
@@ -54,24 +54,27 @@ def peak_to_mask_mm(cam_kji: np.ndarray, mask_kji: np.ndarray, geometry) -> floa
     return float(np.sqrt((d ** 2).sum(axis=1)).min())
 
 
-def evaluate_pair(model: PainModel, pair: SimulatedPair, use_true_centres: bool = False,
-                  progress: "Progress | None" = None) -> tuple:
-    centres = (pair.left.centre_slice, pair.right.centre_slice) if use_true_centres else (None, None)
-    result = analyse_pair(model, pair.left.image, pair.right.image, *centres, progress=progress)
+def outcome_of(pair: SimulatedPair, result: PainResult) -> PairOutcome:
+    """How one analysis of a simulated pair did against the pair's truth."""
     knee = pair.painful
     cam = result.cam[pair.painful_side]
     mask = knee.lesion_mask.array
-    hit = bool(mask[peak_index(cam)]) if float(cam.max()) > 0 else False
     axis = result.prepared[pair.painful_side].frame.slice_axis
     lesion_slices = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]
-    outcome = PairOutcome(
+    return PairOutcome(
         pair.subject, pair.anatomy, pair.painful_side, pair.lesion_kind, knee.lesion_site, result.p_right_painful,
-        result.painful_side, result.painful_side == pair.painful_side, hit,
+        result.painful_side, result.painful_side == pair.painful_side, peak_inside(cam, mask),
         peak_to_mask_mm(cam, mask, knee.image.geometry), result.max_cam_slice[pair.painful_side],
         f"{lesion_slices.min()}-{lesion_slices.max()}" if lesion_slices.size else "",
         result.prepared["left"].centre_slice - pair.left.centre_slice,
         result.prepared["right"].centre_slice - pair.right.centre_slice)
-    return outcome, result
+
+
+def evaluate_pair(model: PainModel, pair: SimulatedPair, use_true_centres: bool = False,
+                  progress: "Progress | None" = None) -> tuple:
+    centres = (pair.left.centre_slice, pair.right.centre_slice) if use_true_centres else (None, None)
+    result = analyse_pair(model, pair.left.image, pair.right.image, *centres, progress=progress)
+    return outcome_of(pair, result), result
 
 
 def summarise(outcomes: Iterable[PairOutcome]) -> Dict[str, float]:

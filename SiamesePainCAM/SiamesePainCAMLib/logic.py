@@ -60,8 +60,7 @@ class PainCAMResult:
         return self.analysis.warnings
 
 
-def _describe(node) -> str:
-    return f"'{node.GetName()}'"
+_describe = mrml.describe_node
 
 
 class PainCAMLogic:

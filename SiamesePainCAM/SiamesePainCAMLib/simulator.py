@@ -74,12 +74,10 @@ def _canonical_axes(geometry: Geometry):
 def lateral_is_plus_r(labels_sar: np.ndarray, spacing_sar: np.ndarray) -> bool:
     """Whether the knee's lateral side lies towards +R (a right knee).
 
-    Anatomical votes, from the label map alone: the medial tibial plateau is longer
-    antero-posteriorly than the lateral one, and the medial femoral condyle reaches further
-    distally. The plateau vote decides when the two disagree.
+    From the label map alone: the medial tibial plateau is longer antero-posteriorly than the
+    lateral one.
     """
     tc = labels_sar == TIBIAL_CARTILAGE
-    fem = labels_sar == FEMUR
     cols = np.where(tc.any(axis=(0, 1)))[0]
     if cols.size < 4:
         raise InputError("The knee label map has no tibial cartilage (label 4): cannot tell medial from lateral.")
@@ -89,14 +87,7 @@ def lateral_is_plus_r(labels_sar: np.ndarray, spacing_sar: np.ndarray) -> bool:
         rows = np.where(m.any(axis=(0, 2)))[0]
         return (rows.max() - rows.min()) * spacing_sar[1] if rows.size else 0.0
 
-    minus_r_longer = ap_length(tc[:, :, :mid]) > ap_length(tc[:, :, mid:])
-
-    def distal(m):
-        levels = np.where(m.any(axis=(1, 2)))[0]
-        return levels.min() if levels.size else np.inf
-
-    minus_r_lower = distal(fem[:, :, :mid]) < distal(fem[:, :, mid:])
-    medial_minus_r = minus_r_longer if minus_r_longer != minus_r_lower else minus_r_longer
+    medial_minus_r = ap_length(tc[:, :, :mid]) > ap_length(tc[:, :, mid:])
     return bool(medial_minus_r)
 
 

@@ -117,15 +117,6 @@ class PairData:
         order = np.argsort(np.argsort(np.asarray(idx)))  # back to the requested order
         return x[torch.from_numpy(order)], torch.from_numpy(self.labels[np.asarray(idx)].astype(np.int64))
 
-    def save(self, folder: Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        mm = np.lib.format.open_memmap(folder / "planes.npy", mode="w+", dtype=np.float16, shape=self.planes.shape)
-        mm[:] = self.planes
-        mm.flush()
-        np.save(folder / "labels.npy", self.labels)
-        (folder / "pairs.json").write_text(json.dumps({"ids": self.ids, "groups": [str(g) for g in self.groups]}))
-
     @classmethod
     def load(cls, folder: Path) -> "PairData":
         folder = Path(folder)

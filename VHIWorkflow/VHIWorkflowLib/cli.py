@@ -133,7 +133,7 @@ def _load_mask_pair(path_a: str, path_b: str):
 def cmd_compare(args) -> int:
     from mskquant.atomic import OutputFolder
     from mskquant.cli.common import write_json
-    from mskquant.mrml import write_rows_csv
+    from mskquant.csvio import write_rows_csv
 
     from .comparison import compare_masks
 
@@ -159,7 +159,7 @@ def cmd_agreement(args) -> int:
     from mskquant.atomic import OutputFolder
     from mskquant.cli.common import write_json
     from mskquant.errors import InputError
-    from mskquant.mrml import write_rows_csv
+    from mskquant.csvio import write_rows_csv
 
     from .comparison import agreement, compare_masks
 

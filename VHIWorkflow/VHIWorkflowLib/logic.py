@@ -114,10 +114,6 @@ class VHILogic:
             self._models_cache[key] = load_ensemble(paths, spec.architecture, device)
         return spec, self._models_cache[key], device
 
-    def prepare_models(self, params: VHIParameters, progress: "Progress | None" = None):
-        """Fetch, verify and load the disease-region models (before any output is written)."""
-        return self._ensemble(params, as_progress(progress))
-
     def check_t1(self, t1_volume, stir_geometry: Geometry) -> Image:
         if t1_volume is None:
             raise InputError("No T1W volume selected: select the T1-weighted image (or give a disease region).")

@@ -217,7 +217,7 @@ def cmd_demo(args) -> int:
     from ..paths import shared_data_dir
     from ..render import write_png  # noqa: F401  (fail early if VTK cannot write PNGs)
     from ..cli import PIPELINE_CLI_MODULES
-    from ..mrml import write_rows_csv
+    from ..csvio import write_rows_csv
 
     out = Path(args.out) if args.out else Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()):
