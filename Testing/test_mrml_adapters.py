@@ -184,6 +184,28 @@ def test_panel_parameters_live_in_one_singleton_node_per_module(runtime, module)
     params_module = importlib.import_module(f"{module}Lib.parameters")
     cls = next(v for k, v in vars(params_module).items() if k.endswith("Parameters") and isinstance(v, type)
                and hasattr(v, "load_from_node") and v.__module__ == params_module.__name__)
+    import dataclasses
+
+    def changed(f, v):  # a value of the field's kind that differs from its default
+        if isinstance(v, bool):
+            return not v
+        if isinstance(v, (int, float)):
+            return v + 1
+        return f"{v}-x" if isinstance(v, str) else v
+
     default = cls()
-    default.save_to_node(node)
-    assert cls.load_from_node(module_parameter_node(module, runtime.scene)) == default
+    if hasattr(cls, "validate"):  # keep values the dataclass accepts; a field it refuses keeps its default
+        values = {}
+        for f in dataclasses.fields(cls):
+            trial = dataclasses.replace(default, **{**values, f.name: changed(f, getattr(default, f.name))})
+            try:
+                trial.validate()
+                values[f.name] = getattr(trial, f.name)
+            except Exception:
+                pass
+    else:
+        values = {f.name: changed(f, getattr(default, f.name)) for f in dataclasses.fields(cls)}
+    custom = dataclasses.replace(default, **values)
+    assert len(values) >= 2 and custom != default
+    custom.save_to_node(node)
+    assert cls.load_from_node(module_parameter_node(module, runtime.scene)) == custom
