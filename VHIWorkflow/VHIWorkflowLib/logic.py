@@ -159,7 +159,6 @@ class VHILogic:
             region = self.region_mask(disease_region, g, disease_region_segment, "disease region")
             source = "input"
         else:
-            self.check_t1(t1_volume, g)
             t1 = time.monotonic()
             region = self.predict_disease_region(t1_volume, g, params, progress.sub(0.05, 0.85))
             timings["disease_region"] = time.monotonic() - t1
