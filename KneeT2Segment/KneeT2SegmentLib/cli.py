@@ -139,6 +139,11 @@ def register(sub) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
     tr.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bfloat16 autocast if supported)")
+    tr.add_argument("--generator", default="mese", choices=("mese", "randomised"),
+                    help="training images: the MESE phantom, or domain-randomised looks (SynthSeg-style; default mese)")
+    tr.add_argument("--appearance-refresh", type=int, default=10,
+                    help="randomised: volumes given a new random appearance per epoch (10)")
+    tr.add_argument("--init-from", default="", help="start from these weights (knee checkpoint file or model id)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(handler=cmd_train)
@@ -501,7 +506,9 @@ def cmd_train(args) -> int:
                                epochs=args.epochs, max_minutes=args.max_minutes, bank_size=args.bank_size,
                                bank_refresh=args.bank_refresh, validation_volumes=args.validation_volumes,
                                n_test_subjects=args.test_subjects, n_validation_subjects=args.validation_subjects,
-                               seed=args.seed, bf16=not args.no_bf16, threads=args.threads).validate()
+                               seed=args.seed, bf16=not args.no_bf16, threads=args.threads,
+                               generator=args.generator, appearance_refresh=args.appearance_refresh,
+                               init_from=args.init_from).validate()
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise OutputError(f"Training output {out} is a file: give a folder.")
@@ -519,7 +526,12 @@ def cmd_train(args) -> int:
         f"test {split.subjects('test')} (held out); device {describe_device(device)}")
     anat_train = tr.load_anatomies(split.train, progress.sub(0.0, 0.06))
     anat_val = tr.load_anatomies(split.validation, progress.sub(0.06, 0.08))
-    validation = tr.validation_volumes(anat_val, config.validation_volumes, config.seed, config, progress.sub(0.08, 0.1))
+    if config.generator == "randomised":
+        validation = tr.randomised_validation_volumes(anat_val, config.validation_volumes, config.seed,
+                                                      progress.sub(0.08, 0.1))
+    else:
+        validation = tr.validation_volumes(anat_val, config.validation_volumes, config.seed, config,
+                                           progress.sub(0.08, 0.1))
     out.mkdir(parents=True, exist_ok=True)
     meta = tr.training_metadata(split, config)
     write_json({**meta, "config": config.as_dict(), "labelmaps": str(Path(args.labelmaps))}, out / "training.json")

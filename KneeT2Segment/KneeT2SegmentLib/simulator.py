@@ -47,6 +47,7 @@ import numpy as np
 from mskquant.errors import InputError
 from mskquant.image import Geometry, Image
 from mskquant.progress import Progress, as_progress
+from mskquant.synth.sampling import sample_codes, slab_offsets
 
 from . import anatomy as an
 from .mese import MeseSeries
@@ -292,16 +293,6 @@ def cartilage_t2(anat: an.KneeAnatomy, params: PhantomParameters, follow_up: boo
 
 
 # --- the acquisition ---------------------------------------------------------------------------
-def _subsample_offsets(params: PhantomParameters, spacing: np.ndarray) -> np.ndarray:
-    """Sample points within a voxel (voxel units), the slab limited to the slice thickness."""
-    ni, nj, nk = params.subsamples
-    oi = (np.arange(ni) + 0.5) / ni - 0.5
-    oj = (np.arange(nj) + 0.5) / nj - 0.5
-    ok = ((np.arange(nk) + 0.5) / nk - 0.5) * params.slice_thickness_mm / spacing[2]
-    g = np.stack(np.meshgrid(oi, oj, ok, indexing="ij"), axis=-1).reshape(-1, 3)
-    return g.astype(np.float32)
-
-
 def _smooth_field(geometry: Geometry, sd: float, seed: int, wavelengths=(60.0, 200.0)) -> np.ndarray:
     """A smooth field over the grid's voxel centres (world mm), for bias and PD texture."""
     if sd <= 0:
@@ -335,33 +326,22 @@ def simulate(anat: an.KneeAnatomy, params: Optional[PhantomParameters] = None, f
     for code in an.CARTILAGE_TISSUES:
         pd_tab[code] = 0.0  # cartilage is summed point by point below
     decay = pd_tab[:, None] * np.exp(-te[None, :] / t2_tab[:, None])  # [tissue, echo]
-    offsets = _subsample_offsets(params, geometry.spacing)
+    offsets = slab_offsets(params.subsamples, params.slice_thickness_mm, float(geometry.spacing[2]))
     n_sub = offsets.shape[0]
-    to_fine = (anat.geometry.ras_to_ijk @ geometry.ijk_to_ras).astype(np.float32)
+    to_fine = anat.geometry.ras_to_ijk @ geometry.ijk_to_ras
     fine_shape = np.array(anat.tissue.shape)  # k, j, i
     tissue_flat = anat.tissue.ravel()
     n_vox_slice = nj * ni
     signal = np.zeros((n_e, nk, nj, ni), np.float64)
+    vox = np.repeat(np.arange(n_vox_slice), n_sub)
     counts_all = np.zeros((nk, nj, ni, an.N_TISSUES), np.uint16)
     cart_sum_t2 = np.zeros((nk, nj, ni), np.float64)
     cart_n = np.zeros((nk, nj, ni), np.float64)
     lesion_n = np.zeros((nk, nj, ni), np.float64)
     lesion_sum = np.zeros((nk, nj, ni), np.float64)
-    jj, ii = np.meshgrid(np.arange(nj, dtype=np.float32), np.arange(ni, dtype=np.float32), indexing="ij")
     for k in range(nk):
         progress(0.05 + 0.8 * k / nk, f"Simulating slices ({k + 1}/{nk})")
-        pi = ii[..., None] + offsets[None, None, :, 0]
-        pj = jj[..., None] + offsets[None, None, :, 1]
-        pk = np.float32(k) + offsets[None, None, :, 2]
-        fi = to_fine[0, 0] * pi + to_fine[0, 1] * pj + to_fine[0, 2] * pk + to_fine[0, 3]
-        fj = to_fine[1, 0] * pi + to_fine[1, 1] * pj + to_fine[1, 2] * pk + to_fine[1, 3]
-        fk = to_fine[2, 0] * pi + to_fine[2, 1] * pj + to_fine[2, 2] * pk + to_fine[2, 3]
-        ri, rj, rk = (np.rint(a).astype(np.int64) for a in (fi, fj, fk))
-        inside = (ri >= 0) & (ri < fine_shape[2]) & (rj >= 0) & (rj < fine_shape[1]) & (rk >= 0) & (rk < fine_shape[0])
-        flat = (rk * fine_shape[1] + rj) * fine_shape[2] + ri
-        flat = np.where(inside, flat, 0)
-        code = np.where(inside, tissue_flat[flat], an.AIR).reshape(n_vox_slice, n_sub)
-        vox = np.repeat(np.arange(n_vox_slice), n_sub)
+        code, flat = sample_codes(tissue_flat, fine_shape, to_fine, k, nj, ni, offsets, an.AIR)
         counts = np.bincount(vox * an.N_TISSUES + code.ravel(), minlength=n_vox_slice * an.N_TISSUES)
         counts = counts.reshape(n_vox_slice, an.N_TISSUES)
         counts_all[k] = counts.reshape(nj, ni, an.N_TISSUES)

@@ -59,6 +59,7 @@ from .checkpoint import Thresholds
 ECHO_PROBABILITIES = (0.2, 0.6, 0.2)  # echoes 1, 2, 3 (Thomas et al. 2.3)
 KEEP_EMPTY_FRACTION = 0.1  # 90 % of the slices without cartilage are dropped per epoch
 BETAS = (0.99, 0.995)  # Thomas et al. SM.3
+GENERATORS = ("mese", "randomised")
 LABEL_MAP_PATTERN = re.compile(r"^(\d+)(_\d+m)?\.(nii\.gz|nii|nrrd)$")
 
 
@@ -82,6 +83,9 @@ class TrainingConfig:
     threads: int = 1  # torch threads (1: robust on shared cores)
     vary_geometry: bool = True  # False: every phantom on the base grid (tests)
     base_phantom: Optional[dict] = None  # PhantomParameters overrides for the base grid (tests)
+    generator: str = "mese"  # "mese": the MESE phantom; "randomised": domain randomisation (.synthetic)
+    appearance_refresh: int = 10  # randomised: bank volumes given a new random appearance per epoch
+    init_from: str = ""  # start from these weights (a knee checkpoint file or registered model id)
 
     def validate(self) -> "TrainingConfig":
         if len(self.features) < 2 or any(int(f) < 1 for f in self.features):
@@ -99,6 +103,10 @@ class TrainingConfig:
             raise InputError("The bank refresh must lie between 0 and the bank size.")
         if not self.learning_rate > 0:
             raise InputError("The learning rate must be positive.")
+        if self.generator not in GENERATORS:
+            raise InputError(f"Unknown training data generator {self.generator!r}: choose one of {', '.join(GENERATORS)}.")
+        if self.appearance_refresh < 0:
+            raise InputError("The appearance refresh must not be negative.")
         return self
 
     @property
@@ -256,6 +264,92 @@ def simulate_bank_volume(anat: an.KneeAnatomy, rng: np.random.Generator, config:
                       np.nonzero(~has)[0], sm.REFERENCE_SIGNAL, anat.subject_id or anat.source)
 
 
+class TrainingBank:
+    """The volumes the network learns from, a few replaced after every epoch.
+
+    ``mese``: noise-free MESE phantoms (:func:`simulate_bank_volume`). ``randomised``: class
+    fractions of random grids (:mod:`.synthetic`), each rendered with a new random appearance
+    every few epochs (``appearance_refresh`` of them per epoch), so the network meets a
+    volume's anatomy under many looks.
+    """
+
+    def __init__(self, anatomies: Sequence[an.KneeAnatomy], config: TrainingConfig, rng: np.random.Generator,
+                 progress: "Progress | None" = None) -> None:
+        progress = as_progress(progress)
+        self.anatomies = list(anatomies)
+        self.config = config
+        self.randomised = config.generator == "randomised"
+        self._codes: Dict[int, np.ndarray] = {}
+        self.sources: list = []
+        self.looks: List[Optional[BankVolume]] = []
+        for n in range(config.bank_size):
+            progress(n / config.bank_size, f"Simulating training volumes ({n + 1}/{config.bank_size})")
+            self.sources.append(self._new(n % len(self.anatomies), rng))
+            self.looks.append(None)
+        self._fresh = set(range(len(self.sources)))
+
+    def _new(self, index: int, rng: np.random.Generator):
+        anat = self.anatomies[index]
+        if not self.randomised:
+            return simulate_bank_volume(anat, rng, self.config)
+        from . import synthetic
+
+        if index not in self._codes:
+            self._codes[index] = synthetic.class_map(anat)
+        return synthetic.sample_volume(anat, self._codes[index], rng)
+
+    def volumes(self, rng: np.random.Generator) -> List[BankVolume]:
+        """This epoch's volumes (randomised: some re-rendered with a new appearance)."""
+        if not self.randomised:
+            return list(self.sources)
+        stale = [n for n, v in enumerate(self.looks) if v is None]
+        others = [n for n in range(len(self.looks)) if n not in stale]
+        extra = max(0, self.config.appearance_refresh - len(stale))
+        redo = stale + [int(v) for v in rng.permutation(others)[:extra]]
+        for n in redo:
+            self.looks[n] = rendered_bank_volume(self.sources[n], rng)
+        return list(self.looks)  # type: ignore[arg-type]
+
+    def refresh(self, rng: np.random.Generator) -> None:
+        for _ in range(self.config.bank_refresh):
+            k = int(rng.integers(len(self.sources)))
+            self.sources[k] = self._new(int(rng.integers(len(self.anatomies))), rng)
+            self.looks[k] = None
+
+    def describe(self) -> str:
+        mb = sum(v.nbytes for v in self.sources) / 1e6
+        return f"{len(self.sources)} {self.config.generator} volumes, {mb:.0f} MB"
+
+
+def rendered_bank_volume(vol, rng: np.random.Generator) -> BankVolume:
+    """A :class:`.synthetic.FractionVolume` with a random appearance, in the network layout."""
+    from . import synthetic
+
+    echoes, _, reference, _ = synthetic.render_volume(vol, rng, 3)
+    layout = sagittal_layout(vol.geometry)
+    has = (vol.fraction >= 0.5).any(axis=(1, 2))
+    return BankVolume(np.ascontiguousarray(layout.to_canonical(echoes).astype(np.float16)), vol.fraction,
+                      np.nonzero(has)[0], np.nonzero(~has)[0], reference, vol.anatomy)
+
+
+def initial_weights(config: TrainingConfig) -> dict:
+    """The state dict to start from: a knee checkpoint file or a registered model id."""
+    from pathlib import Path as _Path
+
+    path = _Path(config.init_from).expanduser()
+    if not path.is_file():
+        from mskquant.models import ModelStore
+
+        store = ModelStore()
+        spec = store.registry.get(config.init_from)
+        path = store.ensure(spec.id)[0]
+    ckpt = read_checkpoint(path, "Initial weights")
+    if ckpt.architecture != config.architecture:
+        raise ModelError(f"{config.init_from} has another architecture ({ckpt.architecture.get('params')}) than "
+                         f"this training ({config.architecture['params']}): give matching --features.")
+    return ckpt.state_dict
+
+
 # --- augmentation -----------------------------------------------------------------------------------------
 @dataclass
 class NoiseModel:
@@ -382,6 +476,26 @@ def validation_volumes(anatomies: Sequence[an.KneeAnatomy], per_subject: int, se
     return out
 
 
+def randomised_validation_volumes(anatomies: Sequence[an.KneeAnatomy], per_subject: int, seed: int,
+                                  progress: "Progress | None" = None) -> List[ValidationVolume]:
+    """Per anatomy: one volume on the OAI grid and ``per_subject - 1`` on random grids, random looks, SNR 15-60."""
+    from . import synthetic
+
+    progress = as_progress(progress)
+    rng = np.random.default_rng(seed + 7919)
+    out: List[ValidationVolume] = []
+    total = len(anatomies) * per_subject
+    for a in anatomies:
+        codes = synthetic.class_map(a)
+        for n in range(per_subject):
+            progress(len(out) / total, f"Simulating validation volumes ({len(out) + 1}/{total})")
+            vol = synthetic.sample_volume(a, codes, rng, params=sm.PhantomParameters() if n == 0 else None)
+            series, sigma = synthetic.noisy_series(vol, rng, float(rng.uniform(15.0, 60.0)), bool(rng.random() < 0.75))
+            out.append(ValidationVolume(series, synthetic.femoral_truth(vol), f"{a.subject_id or a.source} #{n}", sigma))
+    progress(1.0, "Validation volumes ready")
+    return out
+
+
 def validation_dice(net, volumes: Sequence[ValidationVolume], config: TrainingConfig, device,
                     progress: "Progress | None" = None) -> List[float]:
     """Dice (p >= 0.5) of every validation volume through the inference code path."""
@@ -468,6 +582,9 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
     try:
         torch.manual_seed(config.seed)
         net = build_unet(config.architecture["params"]).to(device)
+        if config.init_from and not resume:
+            net.load_state_dict(initial_weights(config))
+            log(f"starting from the weights of {config.init_from}")
         opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate, betas=BETAS)
         start_epoch, best_dice, best_epoch, history, elapsed_before = 0, -1.0, -1, [], 0.0
         if resume:
@@ -495,14 +612,8 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
             return time.monotonic() - t_start
 
         # The bank: noise-free volumes, a few replaced after every epoch.
-        bank: List[BankVolume] = []
-        n_anat = len(train_anatomies)
-        bank_progress = progress.sub(0.0, 0.05)
-        for n in range(config.bank_size):
-            bank_progress(n / config.bank_size, f"Simulating training volumes ({n + 1}/{config.bank_size})")
-            bank.append(simulate_bank_volume(train_anatomies[n % n_anat], rng, config))
-        log(f"bank: {len(bank)} volumes, {sum(v.nbytes for v in bank) / 1e6:.0f} MB, "
-            f"{sum(v.cartilage_slices.size for v in bank)} cartilage slices; bf16 {use_bf16}")
+        data = TrainingBank(train_anatomies, config, rng, progress.sub(0.0, 0.05))
+        log(f"bank: {data.describe()}; bf16 {use_bf16}")
         train_progress = progress.sub(0.05, 1.0)
         epochs_left = config.epochs - start_epoch
         epoch = start_epoch
@@ -516,6 +627,7 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
             lr = config.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(global_frac, 1.0))))
             for g in opt.param_groups:
                 g["lr"] = lr
+            bank = data.volumes(rng)
             plan = epoch_plan(bank, rng)
             norms: Dict[Tuple[int, int], Tuple[Normalisation, NoiseModel]] = {}
             noises = {v: draw_noise(rng, bank[v].reference_signal) for v in range(len(bank))}
@@ -563,10 +675,7 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
                 dices = validation_dice(net, validation, config, device)
                 row["validation_dice"] = float(np.mean(dices))
                 row["validation_dice_min"] = float(np.min(dices))
-            # replace part of the bank for the next epoch
-            for n in range(config.bank_refresh):
-                k = int(rng.integers(len(bank)))
-                bank[k] = simulate_bank_volume(train_anatomies[int(rng.integers(n_anat))], rng, config)
+            data.refresh(rng)  # replace part of the bank for the next epoch
             row["seconds"] = time.monotonic() - t_epoch
             epoch_times.append(row["seconds"])
             history.append(row)
@@ -606,7 +715,12 @@ def _write_history(history: List[dict], path: Path) -> None:
 def training_metadata(split: Split, config: TrainingConfig) -> dict:
     """What a model card needs to say about the data and the recipe."""
     return {
-        "data": "MESE simulated by the MSKQuant phantom from OAI knee label maps (not real MESE images)",
+        "data": ("MESE simulated by the MSKQuant phantom from OAI knee label maps (not real MESE images)"
+                 if config.generator == "mese" else
+                 "domain-randomised MESE-like volumes (mskquant.synth via KneeT2SegmentLib.synthetic) from OAI knee "
+                 "label maps: random grids, tissue PD/T2, texture, bias, blur, gamma, noise (not real MESE images)"),
+        "generator": config.generator,
+        "init_from": config.init_from,
         "split": split.as_dict(),
         "split_subjects": {k: split.subjects(k) for k in ("train", "validation", "test")},
         "recipe": {"echo_probabilities": list(ECHO_PROBABILITIES), "keep_empty_fraction": KEEP_EMPTY_FRACTION,
