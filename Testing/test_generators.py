@@ -1,0 +1,145 @@
+"""The shared domain-randomised generator (mskquant.synth), its knee use, and the independent
+test family (mskquant.testfamily): numbers checked against hand calculations, and the rule that
+no training code ever reads the test family."""
+
+import re
+
+import numpy as np
+import pytest
+
+from mskquant.image import Geometry, Image
+from mskquant.synth import appearance as ap
+from mskquant.synth.sampling import slab_offsets, tissue_counts
+from mskquant.testfamily import anatomy as fa
+from mskquant.testfamily import cases as tf
+from mskquant.testfamily.signal import MeseLookup, epg_cpmg
+
+from conftest import ROOT
+
+
+def test_tissue_counts_give_partial_volume_of_a_half_plane():
+    # fine grid 0.1 mm; tissue 1 where x >= 0.0 mm; target voxels of 1 mm centred at x = -1, 0, 1
+    fine = Geometry.from_spacing((60, 10, 10), (0.1, 0.1, 0.1), (-2.95, -0.45, -0.45))
+    x = fine.origin[0] + 0.1 * np.arange(60)
+    codes = np.broadcast_to((x >= 0.0).astype(np.uint8)[None, None, :], (10, 10, 60)).copy()
+    target = Geometry.from_spacing((3, 1, 1), (1.0, 1.0, 1.0), (-1.0, 0.0, 0.0))
+    offsets = slab_offsets((10, 1, 1), 1.0, 1.0)
+    counts = tissue_counts(codes, fine, target, 2, offsets)
+    assert counts.shape == (1, 1, 3, 2)
+    assert np.all(counts.sum(-1) == offsets.shape[0])
+    np.testing.assert_array_equal(counts[0, 0, :, 1], [0, 5, 10])  # outside, half, inside
+
+
+def test_gaussian_slice_profile_has_the_slice_thickness_as_fwhm():
+    box = slab_offsets((1, 1, 8), 4.0, 4.0, "box")[:, 2]
+    gauss = slab_offsets((1, 1, 64), 4.0, 4.0, "gauss")[:, 2]  # in voxels of 4 mm
+    assert np.isclose(box.min(), -0.4375) and np.isclose(box.max(), 0.4375)
+    assert np.std(gauss) == pytest.approx(1.0 / 2.3548, rel=0.05)  # FWHM = one slice
+    assert np.abs(gauss).max() > 0.5  # its tails reach the neighbouring slices
+
+
+def test_render_is_pd_times_t2_decay_for_pure_voxels():
+    counts = np.zeros((1, 2, 2, 3), np.uint8)
+    counts[0, 0, 0, 1] = 4
+    counts[0, 1, 1, 2] = 4
+    counts[0, 0, 1, 1] = counts[0, 0, 1, 2] = 2  # half and half
+    look = ap.Appearance(np.array([0.0, 0.8, 0.5]), np.array([1.0, 40.0, 80.0]), np.zeros((3, 3)), 5.0, 0.0, 100.0,
+                         0.0, 1.0, "physical", 1)
+    te = [10.0, 20.0, 30.0]
+    out = ap.render(counts, 4, look, te, (1.0, 1.0, 1.0))
+    for e, t in enumerate(te):
+        assert out[e, 0, 0, 0] == pytest.approx(0.8 * np.exp(-t / 40.0), rel=1e-5)
+        assert out[e, 0, 1, 1] == pytest.approx(0.5 * np.exp(-t / 80.0), rel=1e-5)
+        assert out[e, 0, 0, 1] == pytest.approx(0.5 * (0.8 * np.exp(-t / 40.0) + 0.5 * np.exp(-t / 80.0)), rel=1e-5)
+        assert out[e, 0, 1, 0] == 0.0
+
+
+def test_random_appearances_vary_and_keep_cartilage_t2_in_range():
+    rng = np.random.default_rng(0)
+    kinds = ("air", "marrow", "cartilage_deep", "fluid", "cartilage_superficial")
+    looks = [ap.draw_appearance(rng, kinds) for _ in range(200)]
+    assert {lk.prior for lk in looks} == {"random", "physical"}
+    fluid_brighter = [lk.pd[3] > lk.pd[1] for lk in looks]
+    assert 0.2 < np.mean(fluid_brighter) < 0.95  # contrasts are swapped in a share of the looks
+    for lk in looks:
+        assert 20.0 <= lk.t2_ms[2] <= lk.t2_ms[4] <= 70.0
+    f = ap.smooth_field((20, 30, 40), (1.0, 1.0, 1.0), 8.0, rng)
+    assert f.shape == (20, 30, 40) and abs(f.mean()) < 1e-5 and f.std() == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def analytic_anatomy():
+    from KneeT2SegmentLib import anatomy as an
+
+    return an.prepare_anatomy(an.analytic_knee(), "right")
+
+
+def test_knee_synthetic_volume_has_cartilage_truth_and_random_looks(analytic_anatomy):
+    from KneeT2SegmentLib import synthetic as sy
+
+    codes = sy.class_map(analytic_anatomy)
+    assert (codes == sy.FC_SUPERFICIAL).any() and (codes == 7).any()  # both halves of the femoral cartilage
+    rng = np.random.default_rng(3)
+    vol = sy.sample_volume(analytic_anatomy, codes, rng)
+    assert np.all(vol.counts.sum(-1) == vol.n_points)
+    truth = sy.femoral_truth(vol)
+    assert truth.any() and (vol.fraction >= 0.5).sum() == truth.sum()
+    a, _, _, _ = sy.render_volume(vol, np.random.default_rng(1))
+    b, _, _, _ = sy.render_volume(vol, np.random.default_rng(2))
+    assert a.shape[0] == 3 and np.all(a >= 0)
+    assert abs(np.corrcoef(a[1].ravel(), b[1].ravel())[0, 1]) < 0.99  # two different looks
+
+
+def test_epg_equals_the_exponential_with_perfect_refocusing_and_departs_from_it_without():
+    te = 10.0 * np.arange(1, 8)
+    amp = epg_cpmg(np.array([40.0]), np.array([1.0, 0.8]), 10.0, 7)
+    np.testing.assert_allclose(amp[0, 0], np.exp(-te / 40.0), rtol=1e-6)
+    low = amp[0, 1]
+    assert low[0] < 0.9 * np.exp(-10.0 / 40.0)  # the first echo lacks the stimulated pathway
+    assert low[1] > low[0] * np.exp(-10.0 / 40.0)  # later echoes recover part of it
+    lut = MeseLookup.build(10.0, 7)
+    np.testing.assert_allclose(lut(np.array([40.0]), np.array([1.0]))[0], np.exp(-te / 40.0), rtol=0.02)
+
+
+def test_mirrored_label_map_is_the_other_knee():
+    from KneeT2SegmentLib import anatomy as an
+
+    labels = an.analytic_knee()
+    mirror = fa.mirrored(labels)
+    np.testing.assert_array_equal(mirror.array, labels.array[:, :, ::-1])  # i runs left-right here
+    lat, _ = an.estimate_label_map_laterality(np.asarray(mirror.array), mirror.geometry)
+    assert lat == "left"
+
+
+def test_independent_mese_case_geometry_truth_and_decay():
+    from KneeT2SegmentLib import anatomy as an
+
+    labels = an.analytic_knee()
+    rng = np.random.default_rng(5)
+    p = tf.random_mese_protocol(rng, snr=200.0)
+    case = tf.mese_case(labels, rng, p)
+    e = case.echoes.array
+    assert e.shape == (case.echo_times_ms.size,) + case.cartilage_truth.geometry.shape_kji
+    assert np.allclose(case.echoes.geometry.spacing, [p.pixel_mm[0], p.pixel_mm[1], p.thickness_mm + p.gap_mm])
+    truth = case.cartilage_truth.array
+    assert truth.sum() > 200
+    # cartilage decays faster than fluid-free marrow would not: echo 2 -> last falls by T2 ~ 30-60 ms
+    ratio = e[-1][truth].mean() / e[1][truth].mean()
+    dt = case.echo_times_ms[-1] - case.echo_times_ms[1]
+    t2_apparent = -dt / np.log(ratio)
+    assert 20.0 < t2_apparent < 80.0
+    assert case.noise_sigma > 0
+
+
+def test_no_training_code_reads_the_independent_test_family():
+    training = [ROOT / "mskquant" / "synth", ROOT / "KneeT2Segment" / "KneeT2SegmentLib" / "training.py",
+                ROOT / "KneeT2Segment" / "KneeT2SegmentLib" / "synthetic.py",
+                ROOT / "KneeT2Segment" / "KneeT2SegmentLib" / "calibration.py",
+                ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "training.py",
+                ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "datasets.py"]
+    files = [f for p in training for f in ([p] if p.is_file() else sorted(p.rglob("*.py")))]
+    assert len(files) >= 7
+    pattern = re.compile(r"^\s*(from|import)\s+[\w.]*(testfamily|generalisation)|import_module\(", re.M)
+    offenders = [str(f.relative_to(ROOT)) for f in files if pattern.search(f.read_text())]
+    assert not offenders, f"training code imports the independent test family: {offenders}"
+    assert pattern.search("from mskquant.testfamily import cases\n")  # the check itself can fail
