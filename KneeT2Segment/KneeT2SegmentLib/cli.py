@@ -428,8 +428,12 @@ def cmd_calibrate(args) -> int:
             raise InputError(f"The model's validation label maps {missing} are not in {folder}: give the label-map "
                              f"folder the model was trained from.")
         anatomies = tr.load_anatomies([folder / n for n in names], progress.sub(0.0, 0.1))
-        config = tr.TrainingConfig()
-        volumes = tr.validation_volumes(anatomies, args.volumes_per_subject, args.seed, config, progress.sub(0.1, 0.25))
+        if ckpt.training.get("generator") == "randomised":  # calibrate on images like the ones it learnt from
+            volumes = tr.randomised_validation_volumes(anatomies, args.volumes_per_subject, args.seed,
+                                                       progress.sub(0.1, 0.25))
+        else:
+            volumes = tr.validation_volumes(anatomies, args.volumes_per_subject, args.seed, tr.TrainingConfig(),
+                                            progress.sub(0.1, 0.25))
         cases = [CalibrationCase(v.series, v.truth, v.name, v.sigma) for v in volumes]
     else:
         import csv
