@@ -37,12 +37,13 @@ from .preprocessing import PreparedKnee, Template, map_planes_to_volume, plane_o
 SIDES = ("left", "right")
 # Laterality evidence of the template profile: mean NCC of a knee's 23 slices with the slice
 # order as given minus reversed. Measured on correctly labelled pairs of knees never trained on
-# (scripts/evaluate_pain_generalisation.py, 12 pairs each): the project's pair simulator
-# +0.014 +- 0.006 (min +0.0045), the independent test family down to -0.012 (issue 15's other
-# simulator, all valid pairs). Exchanged knees give the same numbers with the sign flipped, so the
-# evidence is weak: it refuses only when both knees are reversed far outside the correct spread
-# (below -0.04, 9 SD under its mean) and otherwise warns; the name and the scanner-frame
-# checks (check_pair) refuse swapped knees on strong evidence.
+# (scripts/evaluate_pain_generalisation.py --families project independent --pairs 12): the
+# project's pair simulator +0.014 +- 0.006 (min +0.0045), the independent test family +0.003 +-
+# 0.005 (min -0.009), another simulator (issue 15) down to -0.012. Exchanged knees give the same
+# values with the sign flipped, so the evidence is weak: it refuses only when both knees are
+# reversed far outside the correct spread (below -0.04, 8 SD under the independent family's
+# mean) and otherwise warns; the name and scanner-frame checks (check_pair) refuse swapped knees
+# on strong evidence.
 LATERALITY_WARN_MARGIN = 0.005
 LATERALITY_REFUSE_MARGIN = 0.04
 SAME_FRAME_MIN_SEPARATION_MM = 100.0
