@@ -27,7 +27,8 @@ MAPS = ("9055361_00m", "9055361_96m", "9057479_00m", "9057479_36m")  # the pain 
 
 
 def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
-    """(name, left image, right image, painful side or None, lesion kind, painful lesion mask, geometry)."""
+    """(name, left image, right image, painful side or None, lesion kind, painful lesion mask, geometry,
+    joint centres (RAS) of the left and right knee)."""
     kinds = ["effusion", "bml", None]
     if family == "project":
         from SiamesePainCAMLib import simulator as sim
@@ -41,7 +42,7 @@ def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
             kind = ("effusion", "bml")[(k // 2) % 2]
             pair = sim.simulate_pair(a, rng, f"{a.name}-{k}", painful_side=side, lesion_kind=kind)
             yield (f"{a.name}-{k}", pair.left.image, pair.right.image, side, kind, pair.painful.lesion_mask.array,
-                   pair.painful.image.geometry)
+                   pair.painful.image.geometry, (pair.left.joint_centre_ras, pair.right.joint_centre_ras))
         return
     from mskquant.imageio import read_image
     from mskquant.testfamily import cases as tf
@@ -58,17 +59,23 @@ def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
         pair = tf.pain_pair(labels[m], rng, side, kind)
         knee = pair.right if side == "right" else pair.left
         yield (f"{m}-{k}", pair.left.image, pair.right.image, side, kind,
-               knee.lesion_mask.array if side else None, knee.image.geometry)
+               knee.lesion_mask.array if side else None, knee.image.geometry,
+               (pair.left.joint_centre_ras, pair.right.joint_centre_ras))
 
 
-def margins(model, left, right):
-    from SiamesePainCAMLib.preprocessing import prepare_knee
+def margins(model, left, right, joints=None):
+    """Laterality margins of both knees; with ``joints`` also the distance (mm) from each knee's
+    centre-plane crop centre to its femorotibial joint centre (the crop is 105 mm wide)."""
+    from SiamesePainCAMLib.preprocessing import HALF, prepare_knee
 
-    out = []
-    for img, side in ((left, "left"), (right, "right")):
+    out, dist = [], []
+    for n, (img, side) in enumerate(((left, "left"), (right, "right"))):
         pk = prepare_knee(img, side, model.template)
         out.append(pk.centre_estimate.laterality_margin)
-    return out
+        if joints is not None:
+            r, a, s_ = joints[n]
+            dist.append(float(np.linalg.norm(pk.alignments[HALF].t_uv - np.array([-s_, -a]))))
+    return (out, dist) if joints is not None else out
 
 
 def main(argv=None) -> int:
@@ -95,8 +102,9 @@ def main(argv=None) -> int:
     for family in args.families:
         t0 = time.time()
         res = []
-        for name, left, right, side, kind, mask, geom in pairs_of(family, Path(args.labelmaps), args.pairs, args.seed):
-            m_ok = margins(model, left, right)
+        for name, left, right, side, kind, mask, geom, joints in pairs_of(family, Path(args.labelmaps), args.pairs,
+                                                                          args.seed):
+            m_ok, crop_off = margins(model, left, right, joints)
             m_sw = margins(model, right, left)
             try:
                 r = analyse_pair(model, left, right)
@@ -104,31 +112,36 @@ def main(argv=None) -> int:
                 dist = peak_to_mask_mm(r.cam[side], mask, geom) if side else float("nan")
             except InputError as exc:
                 p, refused, dist = float("nan"), str(exc), float("nan")
-            res.append((side, kind, p, dist, refused, m_ok, m_sw))
+            res.append((side, kind, p, dist, refused, m_ok, m_sw, crop_off))
             rows.append([family, name, side or "none", kind or "none", f"{p:.4f}", f"{dist:.1f}", refused[:80],
-                         f"{m_ok[0]:.4f}", f"{m_ok[1]:.4f}", f"{m_sw[0]:.4f}", f"{m_sw[1]:.4f}"])
+                         f"{m_ok[0]:.4f}", f"{m_ok[1]:.4f}", f"{m_sw[0]:.4f}", f"{m_sw[1]:.4f}",
+                         f"{crop_off[0]:.1f}", f"{crop_off[1]:.1f}"])
             print(f"  {family} {name}: painful {side} ({kind}) p_right {p:.3f} peak-to-lesion {dist:.1f} mm "
                   f"margins {m_ok[0]:+.3f}/{m_ok[1]:+.3f} swapped {m_sw[0]:+.3f}/{m_sw[1]:+.3f}"
-                  f"{' REFUSED' if refused else ''}", flush=True)
-        lab = [(s == "right", p) for s, _, p, _, ref, _, _ in res if s and not ref]
+                  f" crop centre to joint {crop_off[0]:.0f}/{crop_off[1]:.0f} mm{' REFUSED' if refused else ''}", flush=True)
+        lab = [(s == "right", p) for s, _, p, _, ref, *_ in res if s and not ref]
         auc = roc_auc(np.array([a for a, _ in lab], int), np.array([b for _, b in lab])) if lab and 0 < sum(
             a for a, _ in lab) < len(lab) else float("nan")
         acc = np.mean([(p >= 0.5) == a for a, p in lab]) if lab else float("nan")
-        point = [d <= 10.0 for s, _, p, d, ref, _, _ in res if s and not ref]
-        free = [p for s, _, p, _, ref, _, _ in res if s is None and not ref]
-        ok_m = np.array([m for *_, m, _ in res]).ravel()
-        sw_m = np.array([m for *_, m in res]).ravel()
+        point = [d <= 10.0 for s, _, p, d, ref, *_ in res if s and not ref]
+        free = [p for s, _, p, _, ref, *_ in res if s is None and not ref]
+        ok_m = np.array([r[5] for r in res]).ravel()
+        sw_m = np.array([r[6] for r in res]).ravel()
+        crop = np.array([r[7] for r in res]).ravel()
         print(f"{family}: {len(res)} pairs in {time.time() - t0:.0f} s; refused {sum(bool(r[4]) for r in res)}; "
               f"AUC {auc:.3f}, accuracy {acc:.3f}, pointing within 10 mm {np.mean(point) if point else float('nan'):.3f}"
               f" ({sum(point)}/{len(point)}); lesion-free p {', '.join(f'{v:.2f}' for v in free) or '-'}; "
               f"laterality margin as given {ok_m.mean():+.4f} +- {ok_m.std():.4f} (min {ok_m.min():+.4f}), "
-              f"exchanged {sw_m.mean():+.4f} +- {sw_m.std():.4f} (max {sw_m.max():+.4f})", flush=True)
+              f"exchanged {sw_m.mean():+.4f} +- {sw_m.std():.4f} (max {sw_m.max():+.4f}); crop centre to joint "
+              f"median {np.median(crop):.1f} mm, max {crop.max():.1f} mm (joint in the 105 mm crop with 20 mm to "
+              f"spare: {int((crop <= 32.5).sum())}/{crop.size} knees)", flush=True)
     if args.csv:
         from mskquant.csvio import write_rows_csv
 
         write_rows_csv(Path(args.csv), ["family", "pair", "painful", "lesion", "p_right", "peak_to_lesion_mm",
                                         "refused", "margin_left", "margin_right", "margin_left_exchanged",
-                                        "margin_right_exchanged"], rows)
+                                        "margin_right_exchanged", "crop_to_joint_left_mm", "crop_to_joint_right_mm"],
+                       rows)
     return 0
 
 
