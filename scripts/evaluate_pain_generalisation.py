@@ -64,8 +64,9 @@ def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
 
 
 def margins(model, left, right, joints=None):
-    """Laterality margins of both knees; with ``joints`` also the distance (mm) from each knee's
-    centre-plane crop centre to its femorotibial joint centre (the crop is 105 mm wide)."""
+    """Laterality margins of both knees; with ``joints`` also how far (mm, the larger of the two in-plane
+    axes of the crop) each knee's femorotibial joint lies from its centre-plane crop centre: the 105 mm
+    crop holds the joint with 15 mm to spare when this is <= 37.5 mm."""
     from SiamesePainCAMLib.preprocessing import HALF, prepare_knee
 
     out, dist = [], []
@@ -74,7 +75,10 @@ def margins(model, left, right, joints=None):
         out.append(pk.centre_estimate.laterality_margin)
         if joints is not None:
             r, a, s_ = joints[n]
-            dist.append(float(np.linalg.norm(pk.alignments[HALF].t_uv - np.array([-s_, -a]))))
+            al = pk.alignments[HALF]
+            c, sn = np.cos(al.theta_rad), np.sin(al.theta_rad)
+            q = np.array([[c, sn], [-sn, c]]) @ (np.array([-s_, -a]) - al.t_uv)  # joint in crop coordinates
+            dist.append(float(np.abs(q).max()))
     return (out, dist) if joints is not None else out
 
 
@@ -132,9 +136,9 @@ def main(argv=None) -> int:
               f"AUC {auc:.3f}, accuracy {acc:.3f}, pointing within 10 mm {np.mean(point) if point else float('nan'):.3f}"
               f" ({sum(point)}/{len(point)}); lesion-free p {', '.join(f'{v:.2f}' for v in free) or '-'}; "
               f"laterality margin as given {ok_m.mean():+.4f} +- {ok_m.std():.4f} (min {ok_m.min():+.4f}), "
-              f"exchanged {sw_m.mean():+.4f} +- {sw_m.std():.4f} (max {sw_m.max():+.4f}); crop centre to joint "
-              f"median {np.median(crop):.1f} mm, max {crop.max():.1f} mm (joint in the 105 mm crop with 20 mm to "
-              f"spare: {int((crop <= 32.5).sum())}/{crop.size} knees)", flush=True)
+              f"exchanged {sw_m.mean():+.4f} +- {sw_m.std():.4f} (max {sw_m.max():+.4f}); joint from crop centre "
+              f"median {np.median(crop):.1f} mm, max {crop.max():.1f} mm (joint in the 105 mm crop with 15 mm to "
+              f"spare: {int((crop <= 37.5).sum())}/{crop.size} knees)", flush=True)
     if args.csv:
         from mskquant.csvio import write_rows_csv
 

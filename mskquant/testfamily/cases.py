@@ -129,7 +129,7 @@ class PainKnee:
     image: Image
     lesion_mask: Image  # bool (empty without a lesion)
     side: str
-    joint_centre_ras: np.ndarray  # centroid of the femoral and tibial cartilage (the femorotibial joint)
+    joint_centre_ras: np.ndarray  # the femorotibial joint: centroid of the tibial cartilage
 
 
 @dataclass
@@ -188,7 +188,7 @@ def pain_knee(labels: Image, side: str, rng: np.random.Generator, lesion: Option
     codes = (lesion_code,) if lesion_code is not None else ()
     img, truth, _ = aq.acquire(knee, grid, p, signal, 1, codes, fa.MUSCLE)
     mask = truth[lesion_code] >= 0.3 if lesion_code is not None else np.zeros(grid.shape_kji, bool)
-    return PainKnee(Image(img[0], grid), Image(mask, grid), side, centre)
+    return PainKnee(Image(img[0], grid), Image(mask, grid), side, _centroid(labels, (4,)))
 
 
 def pain_pair(labels: Image, rng: np.random.Generator, painful_side: Optional[str], lesion_kind: Optional[str]
