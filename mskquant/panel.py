@@ -75,7 +75,9 @@ class RunControls:
 
 def module_parameter_node(module_name: str, scene=None):
     """The module's singleton parameter node (created on first use) in ``scene``
-    (default: the application's scene). Parameters dataclasses save to and load from it."""
+    (default: the application's scene). Parameters dataclasses save to and load from it.
+    Created the way ``ScriptedLoadableModuleLogic.getParameterNode`` does (singleton tag and the
+    ``ModuleName`` attribute), so ``getAllParameterNodes`` and the Slicer template find it."""
     import slicer
 
     scene = scene if scene is not None else slicer.mrmlScene
@@ -84,6 +86,7 @@ def module_parameter_node(module_name: str, scene=None):
         node = slicer.vtkMRMLScriptedModuleNode()
         node.SetSingletonTag(module_name)
         node.SetName(f"{module_name} parameters")
+        node.SetAttribute("ModuleName", module_name)
         node = scene.AddNode(node)
     return node
 
