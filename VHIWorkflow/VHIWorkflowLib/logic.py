@@ -29,15 +29,13 @@ from mskquant.headless import SlicerRuntime, current_runtime
 from mskquant.image import Geometry, Image, resample_nearest
 from mskquant.progress import Progress, as_progress
 
+from .editing import apply_nesting
 from .comparison import Change, MaskComparison, agreement, compare_masks
-from .inflammation import VHI, InflammationMasks, segment_inflammation, vhi_of
+from .inflammation import (NESTED_IN, SEG_CONSERVATIVE, SEG_DISEASE, SEG_NORMAL, SEG_SENSITIVE, VHI,  # noqa: F401
+                           InflammationMasks, nest_masks, segment_inflammation, vhi_of)
 from .parameters import VHIParameters
 from .thresholds import Thresholds, thresholds_from_normal_bone
 
-SEG_DISEASE = "Disease region"
-SEG_NORMAL = "Normal bone"
-SEG_SENSITIVE = "Inflammation (sensitive)"
-SEG_CONSERVATIVE = "Inflammation (conservative)"
 AUTOMATIC_REFERENCE = "MSKQuantAutomaticResult"
 STIR_REFERENCE = "MSKQuantSTIR"
 
@@ -195,12 +193,10 @@ class VHILogic:
 
     # --- after cleaning ---------------------------------------------------------------------
     def recompute(self, seg_node, thresholds: Optional[Thresholds] = None, table=None) -> Dict[str, VHI]:
-        """V_HI from the segments as they are now (after cleaning); updates the table node."""
-        stir = seg_node.GetNodeReference(STIR_REFERENCE)
-        if stir is None:
-            raise InputError(f"Segmentation {_describe(seg_node)} was not made by VHIWorkflow (no STIR reference): "
-                             f"run the workflow first.")
-        g = mrml.geometry_of(stir)
+        """V_HI from the segments as they are now (after cleaning, with the nesting rule applied);
+        updates the table node."""
+        g = mrml.geometry_of(self.source_volume(seg_node))
+        apply_nesting(seg_node, g, SEGMENT_STYLE)
         vhi = {}
         for key, seg_name in (("sensitive", SEG_SENSITIVE), ("conservative", SEG_CONSERVATIVE)):
             vhi[key] = vhi_of(mrml.segment_mask(seg_node, seg_name, g), g)
@@ -210,6 +206,14 @@ class VHILogic:
                 thresholds = self.thresholds_from_table(table)
             self._fill_table(table, thresholds, vhi, edited=self.is_edited(seg_node))
         return vhi
+
+    def source_volume(self, seg_node):
+        """The STIR volume the run used (referenced from its segmentation), not what a selector shows now."""
+        stir = seg_node.GetNodeReference(STIR_REFERENCE) if seg_node is not None else None
+        if stir is None:
+            raise InputError(f"Segmentation {_describe(seg_node)} was not made by VHIWorkflow (no STIR reference): "
+                             f"run the workflow first.")
+        return stir
 
     def is_edited(self, seg_node) -> bool:
         automatic = seg_node.GetNodeReference(AUTOMATIC_REFERENCE)
