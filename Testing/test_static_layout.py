@@ -29,7 +29,7 @@ def test_root_cmake_declares_the_extension():
     for var in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
                 "EXTENSION_SCREENSHOTURLS"):
         assert f"set({var} " in text, var
-    assert "find_package(Slicer REQUIRED)" in text
+    assert "find_package(Slicer ${MSKQUANT_MINIMUM_SLICER_VERSION} REQUIRED)" in text
     for sub in MODULES + ("mskquant", "Resources"):
         assert f"add_subdirectory({sub})" in text, sub
 
