@@ -133,7 +133,7 @@ def test_numeric_core_does_not_import_slicer_or_mrml(path):
 def test_mrml_layer_does_not_import_the_gui():
     paths = [ROOT / "mskquant" / "mrml.py", ROOT / "mskquant" / "headless.py"]
     paths += [ROOT / m / f"{m}Lib" / "logic.py" for m in MODULES]
-    paths += [ROOT / "VHIWorkflow" / "VHIWorkflowLib" / "editing.py"]
+    paths += [ROOT / "VHIWorkflow" / "VHIWorkflowLib" / n for n in ("editing.py", "tables.py")]
     for path in paths:
         assert forbidden_imports(path, GUI) == set(), path
 
