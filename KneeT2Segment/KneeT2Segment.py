@@ -13,6 +13,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from mskquant.panel import LazyLogic
+
 
 class KneeT2Segment(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -49,7 +51,8 @@ class KneeT2SegmentWidget(ScriptedLoadableModuleWidget):
         ScriptedLoadableModuleWidget.setup(self)
         from KneeT2SegmentLib.widget import KneeT2SegmentPanel
 
-        self.panel = KneeT2SegmentPanel(self.resourcePath("UI/KneeT2Segment.ui"))
+        self.logic = KneeT2SegmentLogic()  # what slicer.util.getModuleLogic("KneeT2Segment") returns
+        self.panel = KneeT2SegmentPanel(self.resourcePath("UI/KneeT2Segment.ui"), self.logic)
         self.layout.addWidget(self.panel.widget)
         self.layout.addStretch(1)
 
@@ -62,17 +65,18 @@ class KneeT2SegmentWidget(ScriptedLoadableModuleWidget):
             self.panel.enter()
 
 
-class KneeT2SegmentLogic(ScriptedLoadableModuleLogic):
+class KneeT2SegmentLogic(ScriptedLoadableModuleLogic, LazyLogic):
     """Slicer-facing wrapper: ``KneeT2SegmentLib.logic.KneeT2Logic`` on the application's scene."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from mskquant.dependencies import ensure_dependencies
 
-        ensure_dependencies()
-        from KneeT2SegmentLib.logic import KneeT2Logic
+        def make():
+            from KneeT2SegmentLib.logic import KneeT2Logic
 
-        self.impl = KneeT2Logic()
+            return KneeT2Logic()
+
+        LazyLogic.__init__(self, make)
 
     def run(self, *args, **kwargs):
         return self.impl.run(*args, **kwargs)

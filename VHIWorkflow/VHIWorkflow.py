@@ -13,6 +13,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from mskquant.panel import LazyLogic
+
 
 class VHIWorkflow(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -42,7 +44,8 @@ class VHIWorkflowWidget(ScriptedLoadableModuleWidget):
         ScriptedLoadableModuleWidget.setup(self)
         from VHIWorkflowLib.widget import VHIWorkflowPanel
 
-        self.panel = VHIWorkflowPanel(self.resourcePath("UI/VHIWorkflow.ui"))
+        self.logic = VHIWorkflowLogic()  # what slicer.util.getModuleLogic("VHIWorkflow") returns
+        self.panel = VHIWorkflowPanel(self.resourcePath("UI/VHIWorkflow.ui"), self.logic)
         self.layout.addWidget(self.panel.widget)
         self.layout.addStretch(1)
 
@@ -55,17 +58,18 @@ class VHIWorkflowWidget(ScriptedLoadableModuleWidget):
             self.panel.enter()
 
 
-class VHIWorkflowLogic(ScriptedLoadableModuleLogic):
+class VHIWorkflowLogic(ScriptedLoadableModuleLogic, LazyLogic):
     """Slicer-facing wrapper: ``VHIWorkflowLib.logic.VHILogic`` on the application's scene."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from mskquant.dependencies import ensure_dependencies
 
-        ensure_dependencies()
-        from VHIWorkflowLib.logic import VHILogic
+        def make():
+            from VHIWorkflowLib.logic import VHILogic
 
-        self.impl = VHILogic()
+            return VHILogic()
+
+        LazyLogic.__init__(self, make)
 
     def run(self, *args, **kwargs):
         return self.impl.run(*args, **kwargs)
