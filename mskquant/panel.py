@@ -204,8 +204,12 @@ class SceneObserver:
 
         self.scene = scene
         handlers = {"StartCloseEvent": on_close, "EndCloseEvent": on_reload, "EndImportEvent": on_reload}
-        self._tags = [scene.AddObserver(getattr(slicer.vtkMRMLScene, e), lambda *_, h=handlers[e]: h())
+        self._tags = [scene.AddObserver(getattr(slicer.vtkMRMLScene, e), self._callback(handlers[e]))
                       for e in self.EVENTS]
+
+    @staticmethod
+    def _callback(handler):
+        return lambda caller, event: handler()
 
     def remove(self) -> None:
         for tag in self._tags:
