@@ -38,7 +38,8 @@ class KneeT2Segment(ScriptedLoadableModule):
             "Method: Thomas KA, Krzemi&#324;ski D, Kidzi&#324;ski &#321;, Paul R, Rubin EB, Halilaj E, Black MS, "
             "Chaudhari A, Gold GE, Delp SL. <i>Open source software for automatic subregional assessment of knee "
             "cartilage degradation using quantitative T2 relaxometry and deep learning</i> (sections 2.3-2.6).<br>"
-            "Research use only; not a medical device."
+            "Research use only; not a medical device.<br>"
+            'Documentation: <a href="https://github.com/MSKQuant/SlicerMSKQuant#kneet2segment--femoral-cartilage-t2-from-multi-echo-spin-echo-knee-mri">KneeT2Segment in the MSKQuant README</a>.'
         )
         self.parent.acknowledgementText = (
             "Subregion conventions follow the authors' public reference code and DOSMA (Desai et al.). Phantoms are "

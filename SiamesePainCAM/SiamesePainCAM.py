@@ -34,7 +34,8 @@ class SiamesePainCAM(ScriptedLoadableModule):
             "scans using a convolutional Siamese network for prediction of knee pain</i> (Methods: image registration, "
             "neural network architecture, class activation mapping).<br>"
             "The bundled demo model was trained on simulated pairs and is <b>not validated on real scans</b>. "
-            "Research use only; not a medical device."
+            "Research use only; not a medical device.<br>"
+            'Documentation: <a href="https://github.com/MSKQuant/SlicerMSKQuant#siamesepaincam--which-knee-hurts-chang-et-al">SiamesePainCAM in the MSKQuant README</a>.'
         )
         self.parent.acknowledgementText = (
             "Simulated knees are built from OAI-derived knee label maps (OAI-ZIB / Anomaly-Aware 3D Segmentation "

@@ -31,7 +31,8 @@ class VHIWorkflow(ScriptedLoadableModule):
             "Method: Hepburn C, Jones A, Bainbridge A, Ciurtin C, Iglesias JE, Zhang H, Hall-Craggs MA, Bray TJP. "
             "<i>Volume of hyperintense inflammation (V<sub>HI</sub>): a deep learning-enabled quantitative imaging "
             "biomarker of inflammation load in spondyloarthritis</i> (section 2.5).<br>"
-            "Research use only; not a medical device."
+            "Research use only; not a medical device.<br>"
+            'Documentation: <a href="https://github.com/MSKQuant/SlicerMSKQuant#vhiworkflow--volume-of-hyperintense-inflammation-v_hi">VHIWorkflow in the MSKQuant README</a>.'
         )
         self.parent.acknowledgementText = (
             "The disease-region network weights and the validation data are those published by Hepburn et al. "
