@@ -219,3 +219,32 @@ def test_knee_dicom_folder_picker_and_gate(monkeypatch, runtime, tmp_path):
     ui.loadMeseButton.click()  # a folder that is no MESE series: one dialog
     assert len(rec.dialogs) == 1 and not controls.busy
     widget.cleanup()
+
+
+def test_pain_cam_run_in_a_worker_then_export(monkeypatch, runtime, tmp_path):
+    """SiamesePainCAM's Run: volumes read on the GUI thread, model and CAMs in the worker, CAM
+    volumes written back; the buttons follow; one dialog for a run without inputs."""
+    from SiamesePainCAMLib import simulator as sim
+
+    rec = install(monkeypatch, runtime)
+    mod, widget = module_widget("SiamesePainCAM")
+    panel, ui = widget.panel, widget.panel.ui
+    ui.runButton.click()  # nothing selected
+    assert len(rec.dialogs) == 1 and "left knee" in rec.dialogs[0] and not panel.controls.busy
+    anatomy = sim.build_anatomy(sim.analytic_knee_labels(), "analytic", seed=99)
+    pair = sim.simulate_pair(anatomy, np.random.default_rng(21), "panel", painful_side="right")
+    left = mrml.volume_from_image(runtime, pair.left.image, "L knee")
+    right = mrml.volume_from_image(runtime, pair.right.image, "R knee")
+    ui.leftSelector.setCurrentNode(left)
+    ui.rightSelector.setCurrentNode(right)
+    ui.runButton.click()
+    assert panel.controls.busy and not ui.runButton.enabled and ui.cancelButton.enabled
+    assert not ui.exportButton.enabled
+    panel.controls.wait()
+    assert len(rec.dialogs) == 1 and panel.result is not None
+    assert ui.exportButton.enabled and ui.showLeftButton.enabled and ui.runButton.enabled
+    assert panel.result.cam_volumes["left"].GetScene() is runtime.scene
+    ui.exportDirectoryLineEdit.currentPath = str(tmp_path / "out")
+    ui.exportButton.click()
+    assert len(rec.dialogs) == 1 and (tmp_path / "out" / "pain.json").is_file()
+    widget.cleanup()

@@ -6,7 +6,8 @@ Select the left and right sagittal knee volumes, optionally their centre (PCL) s
 opacity from the slider) and jump every slice view to the CAM hot spot on the most
 pain-relevant slice; "Export" writes the command-line files and the overlay PNG.
 No computation happens here: the panel calls :class:`SiamesePainCAMLib.logic.PainCAMLogic`.
-While Run runs every other action is disabled; closing the scene drops the result.
+Run reads the volumes on the GUI thread, computes in a worker thread and writes the CAM volumes
+back on the GUI thread; meanwhile every other action is disabled. Closing the scene drops the result.
 """
 
 from __future__ import annotations
@@ -93,15 +94,19 @@ class SiamesePainCAMPanel:
 
     # --- actions ----------------------------------------------------------------------------
     def onRun(self, *_):
-        left = self.ui.leftSelector.currentNode()
-        right = self.ui.rightSelector.currentNode()
+        ui = self.ui
 
-        def task(progress):
-            params = self.parameters()
-            return self.logic.impl.run(left, right, params, progress=progress,
-                                       name=slicer.mrmlScene.GenerateUniqueName("Pain CAM"))
+        def prepare():  # GUI thread: the form and both knee volumes into arrays
+            return self.logic.impl.gather(ui.leftSelector.currentNode(), ui.rightSelector.currentNode(),
+                                          self.parameters(), slicer.mrmlScene.GenerateUniqueName("Pain CAM"))
 
-        self.controls.start("Knee-pain CAM failed.", task, finish=self._finish_run)
+        def compute(inputs, progress):  # worker thread: model and CAMs, numbers only
+            return inputs, self.logic.impl.compute(inputs, progress)
+
+        def finish(value):  # GUI thread: CAM volumes and table
+            self._finish_run(self.logic.impl.make_result(*value))
+
+        self.controls.start("Knee-pain CAM failed.", prepare, compute, finish)
 
     def _finish_run(self, result) -> None:
         self.result = result
