@@ -226,7 +226,10 @@ def install(monkeypatch, runtime):
     editor = FakeEditor(runtime.scene)
     rec.editor = editor
     seg_editor_widget = types.SimpleNamespace(self=lambda: types.SimpleNamespace(editor=editor))
-    modules = types.SimpleNamespace(segmenteditor=types.SimpleNamespace(widgetRepresentation=lambda: seg_editor_widget))
+    real_logic = {name: types.SimpleNamespace(logic=lambda n=module: runtime.logic(n))
+                  for name, module in (("sequences", "Sequences"), ("plots", "Plots"), ("markups", "Markups"))}
+    modules = types.SimpleNamespace(segmenteditor=types.SimpleNamespace(widgetRepresentation=lambda: seg_editor_widget),
+                                    **real_logic)  # the real module logics of the headless runtime
     monkeypatch.setattr(slicer, "modules", modules, raising=False)
     # the module-file base classes (slicer.ScriptedLoadableModule is part of the application)
     slm = types.ModuleType("slicer.ScriptedLoadableModule")

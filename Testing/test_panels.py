@@ -248,3 +248,34 @@ def test_pain_cam_run_in_a_worker_then_export(monkeypatch, runtime, tmp_path):
     ui.exportButton.click()
     assert len(rec.dialogs) == 1 and (tmp_path / "out" / "pain.json").is_file()
     widget.cleanup()
+
+
+def test_knee_run_in_a_worker_with_the_cartilage_labelmap(monkeypatch, runtime, tmp_path):
+    """KneeT2Segment's Run: series and cartilage read on the GUI thread, T2 fit in the worker,
+    nodes written back; Export then writes the files; the shared gate frees Cancel only at the end."""
+    from dataclasses import replace
+
+    from KneeT2SegmentLib import anatomy as an
+    from KneeT2SegmentLib import simulator as sm
+    from KneeT2SegmentLib.logic import KneeT2Logic
+
+    rec = install(monkeypatch, runtime)
+    mod, widget = module_widget("KneeT2Segment")
+    panel, ui = widget.panel, widget.panel.ui
+    anat = an.prepare_anatomy(an.analytic_knee(), None, "analytic", "analytic knee")
+    ph = sm.simulate(anat, replace(sm.PhantomParameters(snr=40.0, matrix=(224, 144), fov_mm=(70.0, 64.2))))
+    seq, _ = KneeT2Logic(runtime).add_mese(ph.series, "MESE")
+    mask = mrml.volume_from_image(runtime, ph.cartilage_mask, "cartilage", labelmap=True)
+    ui.meseSelector.setCurrentNode(seq)
+    ui.maskSelector.setCurrentNode(mask)
+    ui.noiseSigmaSpinBox.value = ph.sigma
+    ui.runButton.click()
+    assert panel.controls.busy and not ui.segmentButton.enabled and ui.cancelButton.enabled
+    panel.controls.wait()
+    assert rec.dialogs == [] and panel.result is not None and "Femoral cartilage T2" in ui.resultLabel.text
+    assert ui.exportButton.enabled and ui.runButton.enabled and not ui.cancelButton.enabled
+    assert panel.result.t2_volume.GetScene() is runtime.scene
+    ui.exportDirectoryLineEdit.currentPath = str(tmp_path / "out")
+    ui.exportButton.click()
+    assert rec.dialogs == [] and any((tmp_path / "out").iterdir())
+    widget.cleanup()

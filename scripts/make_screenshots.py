@@ -103,7 +103,7 @@ def knee_picture(shared: Path) -> np.ndarray:
     echoes, _ = mrml.images_from_sequence(seq)
     with tempfile.TemporaryDirectory() as tmp:
         t2_overlay_png(echoes[1].array, t2.array, t2.geometry, Path(tmp) / "t2.png",
-                       title=f"Cartilage T2, simulated MESE ({knee})")
+                       title="Cartilage T2, simulated MESE")
         left = render.read_png(Path(tmp) / "t2.png")
     right = projection_image(res.quant.projection, "T2 projection, 12 subregions")
     return fit_width(render.grid(same_height(left, right), columns=2), 800)

@@ -304,43 +304,61 @@ class KneeT2Logic:
         """Quantify one MESE series (a sequence node or a :class:`MeseSeries`).
 
         The cartilage comes from ``mask_node`` (+ ``segment``), else ``mask``, else the automatic
-        segmentation hook.
+        segmentation hook. Three steps, so a panel can run the middle one in a worker thread:
+        :meth:`gather` (MRML reads), :meth:`compute` (numbers only), :meth:`make_result` (MRML writes).
         """
-        params = (params or KneeT2Parameters()).validate()
         progress = as_progress(progress)
-        t0 = time.monotonic()
+        inputs = self.gather(mese, mask_node, segment, params, name, mask)
+        return self.make_result(inputs, self.compute(inputs, progress.sub(0.0, 0.92)), progress)
+
+    def gather(self, mese, mask_node=None, segment: Optional[str] = None, params: Optional[KneeT2Parameters] = None,
+               name: str = "Knee T2", mask: Optional[np.ndarray] = None) -> dict:
+        params = (params or KneeT2Parameters()).validate()
         series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
-        auto = None
-        segmentation_info = None
         resolve_laterality(series, params.laterality)  # before any long step: medial/lateral needs it
+        inputs = {"series": series, "params": params, "name": name, "cart": None, "source": "",
+                  "segmentation_info": None, "t0": time.monotonic()}
         if mask_node is not None:
-            cart, source = self.cartilage_mask(mask_node, segment, series), f"{_describe(mask_node)}"
+            inputs["cart"], inputs["source"] = self.cartilage_mask(mask_node, segment, series), _describe(mask_node)
             raw = mask_node.GetAttribute(SEGMENTATION_ATTRIBUTE) if mask_node.IsA("vtkMRMLSegmentationNode") else None
             if raw:  # made by segment(): say whether the user edited it
-                segmentation_info = {**json.loads(raw), "edited": self.is_edited(mask_node, series.geometry)}
-                source += " (automatic, edited)" if segmentation_info["edited"] else " (automatic, not edited)"
+                edited = self.is_edited(mask_node, series.geometry)
+                inputs["segmentation_info"] = {**json.loads(raw), "edited": edited}
+                inputs["source"] += " (automatic, edited)" if edited else " (automatic, not edited)"
         elif mask is not None:  # an Image (checked against the MESE grid) or an array on it
-            cart, source = mask, "given mask"
-        elif self.segmenter is not None:
+            inputs["cart"], inputs["source"] = mask, "given mask"
+        return inputs
+
+    def compute(self, inputs: dict, progress: "Progress | None" = None) -> dict:
+        """Automatic segmentation when no cartilage was given, T2 fit and subregions: no MRML."""
+        progress = as_progress(progress)
+        series, params = inputs["series"], inputs["params"]
+        cart, source, info, auto = inputs["cart"], inputs["source"], inputs["segmentation_info"], None
+        if cart is None and self.segmenter is not None:
             cart, source = self.segment_cartilage(series, progress.sub(0.0, 0.3), params), "automatic"
-        else:
+        elif cart is None:
             auto = self.auto_segment(series, params, progress.sub(0.0, 0.5))
             cart, source = auto.mask, f"automatic ({auto.model_id})"
-            segmentation_info = {**auto.summary(), "edited": False}
+            info = {**auto.summary(), "edited": False}
         if auto is not None:  # the segmentation fitted its candidate voxels already
             fitted = auto.probability > auto.thresholds.fit_probability
-            quant = quantify(series, cart, params, progress.sub(0.5, 0.9), fit=auto.fit, fitted=fitted)
+            quant = quantify(series, cart, params, progress.sub(0.5, 1.0), fit=auto.fit, fitted=fitted)
             quant.warnings[:0] = auto.warnings
         else:
-            quant = quantify(series, cart, params, progress.sub(0.0 if mask_node is not None or mask is not None
-                                                                else 0.3, 0.9))
+            quant = quantify(series, cart, params, progress.sub(0.0 if inputs["cart"] is not None else 0.3, 1.0))
+        return {"quant": quant, "source": source, "segmentation_info": info,
+                "segmentation_s": auto.timings_s["total"] if auto else None}
+
+    def make_result(self, inputs: dict, c: dict, progress: "Progress | None" = None) -> KneeT2Result:
+        progress = as_progress(progress)
         progress(0.92, "Creating nodes")
-        result = self._make_nodes(quant, name, source)
-        if segmentation_info is not None:
-            result.summary["segmentation"] = segmentation_info
+        quant = c["quant"]
+        result = self._make_nodes(quant, inputs["name"], c["source"])
+        if c["segmentation_info"] is not None:
+            result.summary["segmentation"] = c["segmentation_info"]
             result.table.SetAttribute(SUMMARY_ATTRIBUTE, _to_json(result.summary))
-        result.timings_s = {**quant.timings_s, **({"segmentation": auto.timings_s["total"]} if auto else {}),
-                            "total": time.monotonic() - t0}
+        result.timings_s = {**quant.timings_s, **({"segmentation": c["segmentation_s"]} if c["segmentation_s"] else {}),
+                            "total": time.monotonic() - inputs["t0"]}
         progress(1.0, "Knee T2 done")
         return result
 

@@ -13,9 +13,10 @@ segmentations of a scan (Dice, Jaccard, subregion T2) and, over the compared sca
 Spearman, MAE, bias and Bland-Altman limits (Thomas et al. 2.6).
 
 Load, Segment, Run, Compare and Agreement share one set of run controls: while one runs every
-other action is disabled and the one Cancel button stops that task. (Their logic is not split
-into read / compute / write yet, so they run on the GUI thread with events processed; the V_HI
-Run shows the worker-thread form.) "DICOM folder..." picks a folder for the MESE input.
+other action is disabled and the one Cancel button stops that task. Run reads its inputs on the
+GUI thread, fits in a worker thread and writes the nodes on the GUI thread; Load, Segment,
+Compare and Agreement are not split into read / compute / write yet and run on the GUI thread
+with events processed. "DICOM folder..." picks a folder for the MESE input.
 """
 
 from __future__ import annotations
@@ -176,19 +177,27 @@ class KneeT2SegmentPanel:
     def onRun(self, *_):
         from .logic import validate_te_text
 
-        mese_node = self.ui.meseSelector.currentNode()
-        mask_node = self.ui.maskSelector.currentNode()
+        ui = self.ui
 
-        def task(progress):
-            params = self.parameters()
+        def prepare():  # GUI thread: the form, the MESE series and the cartilage into arrays
+            mese_node = ui.meseSelector.currentNode()
+            if mese_node is None:
+                raise ValueError("Select (or load) the MESE series first.")
             logic = self.logic.impl
-            te = validate_te_text(self.ui.echoTimesLineEdit.text)
-            series = logic.mese_from_node(mese_node, te)
+            series = logic.mese_from_node(mese_node, validate_te_text(ui.echoTimesLineEdit.text))
             name = slicer.mrmlScene.GenerateUniqueName(f"{mese_node.GetName()} T2")
-            return logic.run(series, mask_node, self.ui.maskSegmentComboBox.currentText or None, params,
-                             progress=progress, name=name), mese_node
+            return mese_node, logic.gather(series, ui.maskSelector.currentNode(),
+                                           ui.maskSegmentComboBox.currentText or None, self.parameters(), name)
 
-        self.controls.start("T2 quantification failed.", task, finish=self._finish_run)
+        def compute(value, progress):  # worker thread: segmentation if needed, T2 fit, subregions
+            mese_node, inputs = value
+            return mese_node, inputs, self.logic.impl.compute(inputs, progress)
+
+        def finish(value):  # GUI thread: the result nodes
+            mese_node, inputs, computed = value
+            self._finish_run((self.logic.impl.make_result(inputs, computed), mese_node))
+
+        self.controls.start("T2 quantification failed.", prepare, compute, finish)
 
     def _finish_run(self, value) -> None:
         self.result, mese_node = value
