@@ -279,3 +279,13 @@ def test_knee_run_in_a_worker_with_the_cartilage_labelmap(monkeypatch, runtime, 
     ui.exportButton.click()
     assert rec.dialogs == [] and any((tmp_path / "out").iterdir())
     widget.cleanup()
+
+
+def test_vhi_self_test_passes_through_the_logic_wrapper(monkeypatch, runtime):
+    """What "Reload and Test" runs: the module file's own self-test, on the real scene through the thin Logic."""
+    install(monkeypatch, runtime)
+    from panel_standins import load_module_file
+
+    mod = load_module_file("VHIWorkflow")
+    test = mod.VHIWorkflowTest("runTest")
+    test.runTest()
