@@ -278,6 +278,15 @@ def test_knee_run_in_a_worker_with_the_cartilage_labelmap(monkeypatch, runtime, 
     ui.exportDirectoryLineEdit.currentPath = str(tmp_path / "out")
     ui.exportButton.click()
     assert rec.dialogs == [] and any((tmp_path / "out").iterdir())
+    # Segment: the network in the worker, a new editable segmentation referencing this MESE
+    assert not ui.editSegmentationButton.enabled
+    ui.segmentButton.click()
+    assert panel.controls.busy and not ui.runButton.enabled and not ui.exportButton.enabled
+    panel.controls.wait()
+    assert rec.dialogs == [] and panel.segmentation is not None
+    node = panel.segmentation.segmentation
+    assert ui.maskSelector.currentNode() is node and node.GetNodeReference("MSKQuantMESE") is seq
+    assert ui.editSegmentationButton.enabled and ui.exportButton.enabled and not ui.cancelButton.enabled
     widget.cleanup()
 
 

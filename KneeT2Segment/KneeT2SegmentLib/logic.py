@@ -243,8 +243,14 @@ class KneeT2Logic:
         params = (params or KneeT2Parameters()).validate()
         progress = as_progress(progress)
         series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
-        res = self.auto_segment(series, params, progress.sub(0.0, 0.95))
+        res = self.auto_segment(series, params, progress.sub(0.0, 0.95))  # numbers only (a worker may run it)
         progress(0.96, "Creating the cartilage segmentation")
+        seg = self.segmentation_nodes(series, res, name, None if isinstance(mese, MeseSeries) else mese)
+        progress(1.0, "Cartilage segmented")
+        return seg
+
+    def segmentation_nodes(self, series: MeseSeries, res, name: str, mese_node=None) -> KneeSegmentation:
+        """The editable segmentation and its hidden automatic copy from a segmentation result."""
         g = series.geometry
         spec = mrml.SegmentSpec(CARTILAGE_SEGMENT, res.mask, CARTILAGE_COLOR)
         name = self.rt.scene.GenerateUniqueName(name)
@@ -259,9 +265,8 @@ class KneeT2Logic:
             node.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
             node.SetAttribute(SEGMENTATION_ATTRIBUTE, _to_json(summary))
         seg.SetNodeReferenceID(AUTOMATIC_REFERENCE, automatic.GetID())
-        if not isinstance(mese, MeseSeries):
-            seg.SetNodeReferenceID("MSKQuantMESE", mese.GetID())
-        progress(1.0, "Cartilage segmented")
+        if mese_node is not None:
+            seg.SetNodeReferenceID("MSKQuantMESE", mese_node.GetID())
         return KneeSegmentation(seg, automatic, res, summary)
 
     @staticmethod

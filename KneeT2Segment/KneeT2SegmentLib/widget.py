@@ -14,9 +14,9 @@ Spearman, MAE, bias and Bland-Altman limits (Thomas et al. 2.6).
 
 Load, Segment, Run, Compare and Agreement share one set of run controls: while one runs every
 other action is disabled and the one Cancel button stops that task. Run reads its inputs on the
-GUI thread, fits in a worker thread and writes the nodes on the GUI thread; Load, Segment,
-Compare and Agreement are not split into read / compute / write yet and run on the GUI thread
-with events processed. "DICOM folder..." picks a folder for the MESE input.
+GUI thread, fits in a worker thread and writes the nodes on the GUI thread, and so does Segment;
+Load, Compare and Agreement are not split into read / compute / write yet and run on the GUI
+thread with events processed. "DICOM folder..." picks a folder for the MESE input.
 """
 
 from __future__ import annotations
@@ -220,20 +220,27 @@ class KneeT2SegmentPanel:
             slicer.util.errorDisplay("Select (or load) the MESE series first.")
             return
 
-        def task(progress):
-            params = self.parameters()
-            logic = self.logic.impl
-            series = logic.mese_from_node(mese_node, validate_te_text(self.ui.echoTimesLineEdit.text))
-            return logic.segment(series, params, progress, name=f"{mese_node.GetName()} cartilage"), mese_node
+        def prepare():  # GUI thread: the form and the MESE series into arrays
+            series = self.logic.impl.mese_from_node(mese_node, validate_te_text(self.ui.echoTimesLineEdit.text))
+            return series, self.parameters()
 
-        self.controls.start("Automatic cartilage segmentation failed.", task, finish=self._finish_segment)
+        def compute(value, progress):  # worker thread: the network and the T2 fit of its candidates
+            series, params = value
+            return series, self.logic.impl.auto_segment(series, params, progress)
+
+        def finish(value):  # GUI thread: the segmentation nodes
+            series, res = value
+            seg = self.logic.impl.segmentation_nodes(series, res, slicer.mrmlScene.GenerateUniqueName(
+                f"{mese_node.GetName()} cartilage"), mese_node)
+            self._finish_segment((seg, mese_node))
+
+        self.controls.start("Automatic cartilage segmentation failed.", prepare, compute, finish)
 
     def _finish_segment(self, value) -> None:
         from .logic import CARTILAGE_SEGMENT
 
         seg, mese_node = value
         self.segmentation = seg
-        seg.segmentation.SetNodeReferenceID("MSKQuantMESE", mese_node.GetID())
         background = self._mese_proxy(mese_node)
         if background is not None:
             seg.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(background)
