@@ -216,7 +216,8 @@ def test_knee_dicom_folder_picker_and_gate(monkeypatch, runtime, tmp_path):
     controls.start("x", task)
     assert seen["during"] == {"runButton": False, "segmentButton": False, "cancelButton": True}
     assert ui.runButton.enabled and not ui.cancelButton.enabled
-    ui.loadMeseButton.click()  # a folder that is no MESE series: one dialog
+    ui.loadMeseButton.click()  # a folder that is no MESE series: one dialog, from the worker
+    controls.wait()
     assert len(rec.dialogs) == 1 and not controls.busy
     widget.cleanup()
 
@@ -257,19 +258,29 @@ def test_knee_run_in_a_worker_with_the_cartilage_labelmap(monkeypatch, runtime, 
 
     from KneeT2SegmentLib import anatomy as an
     from KneeT2SegmentLib import simulator as sm
-    from KneeT2SegmentLib.logic import KneeT2Logic
+    from mskquant.imageio import write_image
 
     rec = install(monkeypatch, runtime)
     mod, widget = module_widget("KneeT2Segment")
     panel, ui = widget.panel, widget.panel.ui
     anat = an.prepare_anatomy(an.analytic_knee(), None, "analytic", "analytic knee")
     ph = sm.simulate(anat, replace(sm.PhantomParameters(snr=40.0, matrix=(224, 144), fov_mm=(70.0, 64.2))))
-    seq, _ = KneeT2Logic(runtime).add_mese(ph.series, "MESE")
+    # Load: a 4D NIfTI read in the worker, the sequence node made on the GUI thread
+    write_image(ph.series.echoes, tmp_path / "mese.nii.gz")
+    ui.meseFilePathLineEdit.currentPath = str(tmp_path / "mese.nii.gz")
+    ui.echoTimesLineEdit.text = ",".join(f"{t:g}" for t in ph.series.echo_times_ms)
+    ui.loadMeseButton.click()
+    assert panel.controls.busy and not ui.runButton.enabled
+    panel.controls.wait()
+    seq = ui.meseSelector.currentNode()
+    assert rec.dialogs == [] and seq is not None and seq.IsA("vtkMRMLSequenceNode")
+    assert seq.GetNumberOfDataNodes() == len(ph.series.echo_times_ms)
     mask = mrml.volume_from_image(runtime, ph.cartilage_mask, "cartilage", labelmap=True)
-    ui.meseSelector.setCurrentNode(seq)
     ui.maskSelector.setCurrentNode(mask)
     ui.noiseSigmaSpinBox.value = ph.sigma
+    ui.lateralityComboBox.currentText = "Right"  # a NIfTI does not record it; the analytic knee is a right knee
     ui.runButton.click()
+    assert rec.dialogs == [], rec.dialogs
     assert panel.controls.busy and not ui.segmentButton.enabled and ui.cancelButton.enabled
     panel.controls.wait()
     assert rec.dialogs == [] and panel.result is not None and "Femoral cartilage T2" in ui.resultLabel.text

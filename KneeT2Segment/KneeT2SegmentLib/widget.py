@@ -14,9 +14,9 @@ Spearman, MAE, bias and Bland-Altman limits (Thomas et al. 2.6).
 
 Load, Segment, Run, Compare and Agreement share one set of run controls: while one runs every
 other action is disabled and the one Cancel button stops that task. Run reads its inputs on the
-GUI thread, fits in a worker thread and writes the nodes on the GUI thread, and so does Segment;
-Load, Compare and Agreement are not split into read / compute / write yet and run on the GUI
-thread with events processed. "DICOM folder..." picks a folder for the MESE input.
+GUI thread, fits in a worker thread and writes the nodes on the GUI thread, and so do Segment
+and Load (files read in the worker); Compare and Agreement are not split into read / compute /
+write yet and run on the GUI thread with events processed. "DICOM folder..." picks a folder for the MESE input.
 """
 
 from __future__ import annotations
@@ -159,11 +159,22 @@ class KneeT2SegmentPanel:
             return
         from .logic import validate_te_text
 
-        def task(progress):
-            te = validate_te_text(self.ui.echoTimesLineEdit.text)
-            return self.logic.impl.load_mese(path, te, progress=progress)
+        from pathlib import Path
 
-        self.controls.start("Could not load the MESE series.", task, finish=self._show_loaded)
+        from .mese import read_mese
+
+        def prepare():
+            _ = self.logic.impl  # the dependency check (and its one question) on the GUI thread
+            return validate_te_text(self.ui.echoTimesLineEdit.text)
+
+        def compute(te, progress):  # worker thread: files (4D NIfTI/NRRD or DICOM) into arrays
+            return read_mese(path, te, progress)
+
+        def finish(series):  # GUI thread: the sequence node
+            seq, _ = self.logic.impl.add_mese(series, Path(path).name.split(".")[0])
+            self._show_loaded((seq, series))
+
+        self.controls.start("Could not load the MESE series.", prepare, compute, finish)
 
     def _show_loaded(self, loaded) -> None:
         seq, series = loaded
