@@ -298,6 +298,14 @@ def test_knee_run_in_a_worker_with_the_cartilage_labelmap(monkeypatch, runtime, 
     node = panel.segmentation.segmentation
     assert ui.maskSelector.currentNode() is node and node.GetNodeReference("MSKQuantMESE") is seq
     assert ui.editSegmentationButton.enabled and ui.exportButton.enabled and not ui.cancelButton.enabled
+    # Agreement: the phantom's cartilage (A) against the model's segmentation (B), statistics in the worker
+    ui.agreementASelector.setCurrentNode(mask)
+    ui.agreementBSelector.setCurrentNode(node)
+    ui.agreementButton.click()
+    assert panel.controls.busy and not ui.segmentButton.enabled
+    panel.controls.wait()
+    assert rec.dialogs == [] and ui.agreementResultLabel.text.startswith("Dice ")
+    assert ui.agreementExportButton.enabled and not ui.agreementSetButton.enabled  # one scan so far
     widget.cleanup()
 
 

@@ -507,9 +507,20 @@ class KneeT2Logic:
                               segment_b: Optional[str] = None, params: Optional[KneeT2Parameters] = None,
                               name: str = "Cartilage agreement", progress: "Progress | None" = None,
                               mask_a=None, mask_b=None) -> KneeAgreement:
-        """Segmentation A (the reference, e.g. Reader 1) against B (a reader, or the model when B is not given)."""
-        params = (params or KneeT2Parameters()).validate()
+        """Segmentation A (the reference, e.g. Reader 1) against B (a reader, or the model when B is not given).
+
+        :meth:`gather_agreement` (MRML reads), :meth:`compute_agreement` (numbers only),
+        :meth:`agreement_nodes` (MRML writes), so a panel can run the middle step in a worker thread."""
         progress = as_progress(progress)
+        inputs = self.gather_agreement(mese, node_a, node_b, segment_a, segment_b, params, mask_a, mask_b)
+        scan = self.compute_agreement(inputs, name, progress.sub(0.0, 0.95))
+        agreement = self.agreement_nodes(scan, inputs["b_name"], name)
+        progress(1.0, f"Agreement: Dice {scan.dice:.3f}")
+        return agreement
+
+    def gather_agreement(self, mese, node_a=None, node_b=None, segment_a=None, segment_b=None, params=None,
+                         mask_a=None, mask_b=None) -> dict:
+        params = (params or KneeT2Parameters()).validate()
         series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
         if node_a is None and mask_a is None:
             raise InputError("No reference segmentation (A) selected: select the reader's femoral cartilage segment or "
@@ -520,8 +531,17 @@ class KneeT2Logic:
         elif mask_b is not None:
             b, b_name = mask_b, "B"
         else:
-            b, b_name = self.segment_cartilage(series, progress.sub(0.0, 0.5), params), f"model {params.model_id}"
-        scan = compare_scan(series, a, b, params, name, progress.sub(0.5, 0.95))
+            b, b_name = None, f"model {params.model_id}"
+        return {"series": series, "params": params, "a": a, "b": b, "b_name": b_name}
+
+    def compute_agreement(self, inputs: dict, name: str, progress: "Progress | None" = None) -> ScanAgreement:
+        progress = as_progress(progress)
+        series, params, b = inputs["series"], inputs["params"], inputs["b"]
+        if b is None:  # the model is B
+            b = self.segment_cartilage(series, progress.sub(0.0, 0.5), params)
+        return compare_scan(series, inputs["a"], b, params, name, progress.sub(0.5, 1.0))
+
+    def agreement_nodes(self, scan: ScanAgreement, b_name: str, name: str) -> KneeAgreement:
         table = mrml.table_from_rows(self.rt, f"{name} table", SCAN_COLUMNS, scan.rows())
         table.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
         for key in ("dice", "jaccard", "voxels_a", "voxels_b", "volume_a_ml", "volume_b_ml"):
@@ -538,7 +558,6 @@ class KneeT2Logic:
                                 f"{name}: mean T2 per subregion (Dice {scan.dice:.3f})", "subregion (1 DMA ... 12 SLP)",
                                 "mean T2 (ms)")
         _bars(chart)
-        progress(1.0, f"Agreement: Dice {scan.dice:.3f}")
         return KneeAgreement(scan, table, chart)
 
     def agreement_table(self, scans: Sequence[ScanAgreement], name: str = "Cartilage agreement over scans",

@@ -14,9 +14,9 @@ Spearman, MAE, bias and Bland-Altman limits (Thomas et al. 2.6).
 
 Load, Segment, Run, Compare and Agreement share one set of run controls: while one runs every
 other action is disabled and the one Cancel button stops that task. Run reads its inputs on the
-GUI thread, fits in a worker thread and writes the nodes on the GUI thread, and so do Segment
-and Load (files read in the worker); Compare and Agreement are not split into read / compute /
-write yet and run on the GUI thread with events processed. "DICOM folder..." picks a folder for the MESE input.
+GUI thread, fits in a worker thread and writes the nodes on the GUI thread, and so do Segment,
+Agreement and Load (files read in the worker); Compare (two result tables, quick) and the
+statistics over scans run on the GUI thread. "DICOM folder..." picks a folder for the MESE input.
 """
 
 from __future__ import annotations
@@ -302,18 +302,28 @@ class KneeT2SegmentPanel:
         from .logic import validate_te_text
 
         mese_node = self.ui.meseSelector.currentNode()
-        a_node, b_node = self.ui.agreementASelector.currentNode(), self.ui.agreementBSelector.currentNode()
+        ui = self.ui
 
-        def task(progress):
-            params = self.parameters()
+        def prepare():  # GUI thread: the series and both segmentations into arrays
+            if mese_node is None:
+                raise ValueError("Select (or load) the MESE series first.")
             logic = self.logic.impl
-            series = logic.mese_from_node(mese_node, validate_te_text(self.ui.echoTimesLineEdit.text))
+            series = logic.mese_from_node(mese_node, validate_te_text(ui.echoTimesLineEdit.text))
             name = slicer.mrmlScene.GenerateUniqueName(f"{mese_node.GetName()} agreement")
-            return logic.compare_segmentations(series, a_node, b_node, self.ui.agreementASegmentComboBox.currentText or None,
-                                               self.ui.agreementBSegmentComboBox.currentText or None, params, name,
-                                               progress)
+            return name, logic.gather_agreement(
+                series, ui.agreementASelector.currentNode(), ui.agreementBSelector.currentNode(),
+                ui.agreementASegmentComboBox.currentText or None, ui.agreementBSegmentComboBox.currentText or None,
+                self.parameters())
 
-        self.controls.start("Comparing the segmentations failed.", task, finish=self._finish_agreement)
+        def compute(value, progress):  # worker thread: the model (when B is the model), T2, statistics
+            name, inputs = value
+            return name, inputs, self.logic.impl.compute_agreement(inputs, name, progress)
+
+        def finish(value):  # GUI thread: the table and plot nodes
+            name, inputs, scan = value
+            self._finish_agreement(self.logic.impl.agreement_nodes(scan, inputs["b_name"], name))
+
+        self.controls.start("Comparing the segmentations failed.", prepare, compute, finish)
 
     def _finish_agreement(self, agreement) -> None:
         self.agreement, self.agreement_set = agreement, None
