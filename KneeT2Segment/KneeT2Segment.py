@@ -13,6 +13,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from mskquant.panel import LazyLogic
+
 
 class KneeT2Segment(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -36,7 +38,8 @@ class KneeT2Segment(ScriptedLoadableModule):
             "Method: Thomas KA, Krzemi&#324;ski D, Kidzi&#324;ski &#321;, Paul R, Rubin EB, Halilaj E, Black MS, "
             "Chaudhari A, Gold GE, Delp SL. <i>Open source software for automatic subregional assessment of knee "
             "cartilage degradation using quantitative T2 relaxometry and deep learning</i> (sections 2.3-2.6).<br>"
-            "Research use only; not a medical device."
+            "Research use only; not a medical device.<br>"
+            'Documentation: <a href="https://github.com/MSKQuant/SlicerMSKQuant#kneet2segment--femoral-cartilage-t2-from-multi-echo-spin-echo-knee-mri">KneeT2Segment in the MSKQuant README</a>.'
         )
         self.parent.acknowledgementText = (
             "Subregion conventions follow the authors' public reference code and DOSMA (Desai et al.). Phantoms are "
@@ -49,7 +52,8 @@ class KneeT2SegmentWidget(ScriptedLoadableModuleWidget):
         ScriptedLoadableModuleWidget.setup(self)
         from KneeT2SegmentLib.widget import KneeT2SegmentPanel
 
-        self.panel = KneeT2SegmentPanel(self.resourcePath("UI/KneeT2Segment.ui"))
+        self.logic = KneeT2SegmentLogic()  # what slicer.util.getModuleLogic("KneeT2Segment") returns
+        self.panel = KneeT2SegmentPanel(self.resourcePath("UI/KneeT2Segment.ui"), self.logic)
         self.layout.addWidget(self.panel.widget)
         self.layout.addStretch(1)
 
@@ -62,17 +66,18 @@ class KneeT2SegmentWidget(ScriptedLoadableModuleWidget):
             self.panel.enter()
 
 
-class KneeT2SegmentLogic(ScriptedLoadableModuleLogic):
+class KneeT2SegmentLogic(ScriptedLoadableModuleLogic, LazyLogic):
     """Slicer-facing wrapper: ``KneeT2SegmentLib.logic.KneeT2Logic`` on the application's scene."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from mskquant.dependencies import ensure_dependencies
 
-        ensure_dependencies()
-        from KneeT2SegmentLib.logic import KneeT2Logic
+        def make():
+            from KneeT2SegmentLib.logic import KneeT2Logic
 
-        self.impl = KneeT2Logic()
+            return KneeT2Logic()
+
+        LazyLogic.__init__(self, make)
 
     def run(self, *args, **kwargs):
         return self.impl.run(*args, **kwargs)

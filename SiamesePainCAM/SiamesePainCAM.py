@@ -13,6 +13,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from mskquant.panel import LazyLogic
+
 
 class SiamesePainCAM(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -32,7 +34,8 @@ class SiamesePainCAM(ScriptedLoadableModule):
             "scans using a convolutional Siamese network for prediction of knee pain</i> (Methods: image registration, "
             "neural network architecture, class activation mapping).<br>"
             "The bundled demo model was trained on simulated pairs and is <b>not validated on real scans</b>. "
-            "Research use only; not a medical device."
+            "Research use only; not a medical device.<br>"
+            'Documentation: <a href="https://github.com/MSKQuant/SlicerMSKQuant#siamesepaincam--which-knee-hurts-chang-et-al">SiamesePainCAM in the MSKQuant README</a>.'
         )
         self.parent.acknowledgementText = (
             "Simulated knees are built from OAI-derived knee label maps (OAI-ZIB / Anomaly-Aware 3D Segmentation "
@@ -45,7 +48,8 @@ class SiamesePainCAMWidget(ScriptedLoadableModuleWidget):
         ScriptedLoadableModuleWidget.setup(self)
         from SiamesePainCAMLib.widget import SiamesePainCAMPanel
 
-        self.panel = SiamesePainCAMPanel(self.resourcePath("UI/SiamesePainCAM.ui"))
+        self.logic = SiamesePainCAMLogic()  # what slicer.util.getModuleLogic("SiamesePainCAM") returns
+        self.panel = SiamesePainCAMPanel(self.resourcePath("UI/SiamesePainCAM.ui"), self.logic)
         self.layout.addWidget(self.panel.widget)
         self.layout.addStretch(1)
 
@@ -58,17 +62,18 @@ class SiamesePainCAMWidget(ScriptedLoadableModuleWidget):
             self.panel.enter()
 
 
-class SiamesePainCAMLogic(ScriptedLoadableModuleLogic):
+class SiamesePainCAMLogic(ScriptedLoadableModuleLogic, LazyLogic):
     """Slicer-facing wrapper: ``SiamesePainCAMLib.logic.PainCAMLogic`` on the application's scene."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from mskquant.dependencies import ensure_dependencies
 
-        ensure_dependencies()
-        from SiamesePainCAMLib.logic import PainCAMLogic
+        def make():
+            from SiamesePainCAMLib.logic import PainCAMLogic
 
-        self.impl = PainCAMLogic()
+            return PainCAMLogic()
+
+        LazyLogic.__init__(self, make)
 
     def run(self, leftVolumeNode, rightVolumeNode, parameters=None, progress=None):
         return self.impl.run(leftVolumeNode, rightVolumeNode, parameters, progress=progress)

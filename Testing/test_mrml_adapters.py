@@ -209,3 +209,24 @@ def test_panel_parameters_live_in_one_singleton_node_per_module(runtime, module)
     assert len(values) >= 2 and custom != default
     custom.save_to_node(node)
     assert cls.load_from_node(module_parameter_node(module, runtime.scene)) == custom
+    assert node.GetAttribute("ModuleName") == module  # how getAllParameterNodes finds it
+
+
+def test_terminology_set_and_read_back_through_the_tag_api(runtime):
+    """Segment terminology goes through ``SetTag(GetTerminologyEntryTagName(), ...)``, which
+    Slicer 5.8 has too (``vtkSegment.SetTerminology`` is 5.10+), and reads back unchanged."""
+    import inspect
+
+    from VHIWorkflowLib.logic import SEG_SENSITIVE, SEGMENT_STYLE
+
+    g = oblique_geometry()
+    color, entry = SEGMENT_STYLE[SEG_SENSITIVE]
+    mask = np.zeros(g.shape_kji, bool)
+    mask[1, 2, 3] = True
+    seg = mrml.segmentation_from_masks(runtime, "s", [mrml.SegmentSpec(SEG_SENSITIVE, mask, color, entry)], g)
+    segment = seg.GetSegmentation().GetSegment(mrml.find_segment_id(seg, SEG_SENSITIVE))
+    import slicer
+
+    assert slicer.vtkSegment.GetTerminologyEntryTagName() == "TerminologyEntry"
+    assert mrml.terminology_of(segment) == entry and "79654002" in entry
+    assert "SetTerminology(" not in inspect.getsource(mrml)  # no 5.10-only call left

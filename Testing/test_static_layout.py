@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -29,7 +30,7 @@ def test_root_cmake_declares_the_extension():
     for var in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
                 "EXTENSION_SCREENSHOTURLS"):
         assert f"set({var} " in text, var
-    assert "find_package(Slicer REQUIRED)" in text
+    assert "find_package(Slicer ${MSKQUANT_MINIMUM_SLICER_VERSION} REQUIRED)" in text
     for sub in MODULES + ("mskquant", "Resources"):
         assert f"add_subdirectory({sub})" in text, sub
 
@@ -87,7 +88,8 @@ def test_shared_library_files_match_cmake_listing():
 
 def test_extension_resources_match_cmake_listing():
     d = ROOT / "Resources"
-    listed = set(cmake_set((d / "CMakeLists.txt").read_text(encoding="utf-8"), "MSKQUANT_RESOURCES"))
+    text = (d / "CMakeLists.txt").read_text(encoding="utf-8")
+    listed = set(cmake_set(text, "MSKQUANT_RESOURCES")) | set(cmake_set(text, "MSKQUANT_SCREENSHOTS"))
     on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != "CMakeLists.txt"}
     assert listing_problems(listed, on_disk) == []
 
@@ -133,6 +135,7 @@ def test_numeric_core_does_not_import_slicer_or_mrml(path):
 def test_mrml_layer_does_not_import_the_gui():
     paths = [ROOT / "mskquant" / "mrml.py", ROOT / "mskquant" / "headless.py"]
     paths += [ROOT / m / f"{m}Lib" / "logic.py" for m in MODULES]
+    paths += [ROOT / "VHIWorkflow" / "VHIWorkflowLib" / n for n in ("editing.py", "tables.py")]
     for path in paths:
         assert forbidden_imports(path, GUI) == set(), path
 
@@ -148,3 +151,40 @@ def test_every_python_file_says_what_it_is():
     missing = [p.relative_to(ROOT).as_posix() for p in files
                if p.name != "__main__.py" and not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))]
     assert missing == []
+
+
+# --- Extensions Index entry: screenshots that exist, a short description, documentation links ------
+def test_screenshot_urls_point_at_committed_pngs():
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    urls = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1).split()
+    assert len(urls) == len(MODULES)
+    prefix = "https://raw.githubusercontent.com/MSKQuant/SlicerMSKQuant/main/"
+    for url in urls:
+        assert url.startswith(prefix), url
+        png = ROOT / url[len(prefix):]
+        assert png.is_file(), png
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 400_000, png
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert 400 <= width <= 1280 and 150 <= height <= 1000, (png, width, height)
+
+
+def test_extension_description_is_one_or_two_sentences():
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    desc = re.search(r'set\(EXTENSION_DESCRIPTION "([^"]+)"\)', text).group(1)
+    assert 1 <= len(re.findall(r"[.!?](\s|$)", desc)) <= 2 and len(desc) < 400
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help_text_links_to_the_documentation(module):
+    text = help_text(ROOT / module / f"{module}.py")
+    url = re.search(r'<a href="([^"]+)">', text).group(1)
+    base, anchor = url.split("#")
+    assert base == "https://github.com/MSKQuant/SlicerMSKQuant"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+
+    def slug(heading):  # GitHub's heading anchors
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    assert anchor in {slug(h) for h in re.findall(r"^#+ (.+)$", readme, re.M)}
+    assert anchor.startswith(module.lower())

@@ -13,6 +13,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from mskquant.panel import LazyLogic
+
 
 class VHIWorkflow(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -29,7 +31,8 @@ class VHIWorkflow(ScriptedLoadableModule):
             "Method: Hepburn C, Jones A, Bainbridge A, Ciurtin C, Iglesias JE, Zhang H, Hall-Craggs MA, Bray TJP. "
             "<i>Volume of hyperintense inflammation (V<sub>HI</sub>): a deep learning-enabled quantitative imaging "
             "biomarker of inflammation load in spondyloarthritis</i> (section 2.5).<br>"
-            "Research use only; not a medical device."
+            "Research use only; not a medical device.<br>"
+            'Documentation: <a href="https://github.com/MSKQuant/SlicerMSKQuant#vhiworkflow--volume-of-hyperintense-inflammation-v_hi">VHIWorkflow in the MSKQuant README</a>.'
         )
         self.parent.acknowledgementText = (
             "The disease-region network weights and the validation data are those published by Hepburn et al. "
@@ -42,7 +45,8 @@ class VHIWorkflowWidget(ScriptedLoadableModuleWidget):
         ScriptedLoadableModuleWidget.setup(self)
         from VHIWorkflowLib.widget import VHIWorkflowPanel
 
-        self.panel = VHIWorkflowPanel(self.resourcePath("UI/VHIWorkflow.ui"))
+        self.logic = VHIWorkflowLogic()  # what slicer.util.getModuleLogic("VHIWorkflow") returns
+        self.panel = VHIWorkflowPanel(self.resourcePath("UI/VHIWorkflow.ui"), self.logic)
         self.layout.addWidget(self.panel.widget)
         self.layout.addStretch(1)
 
@@ -55,17 +59,18 @@ class VHIWorkflowWidget(ScriptedLoadableModuleWidget):
             self.panel.enter()
 
 
-class VHIWorkflowLogic(ScriptedLoadableModuleLogic):
+class VHIWorkflowLogic(ScriptedLoadableModuleLogic, LazyLogic):
     """Slicer-facing wrapper: ``VHIWorkflowLib.logic.VHILogic`` on the application's scene."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from mskquant.dependencies import ensure_dependencies
 
-        ensure_dependencies()
-        from VHIWorkflowLib.logic import VHILogic
+        def make():
+            from VHIWorkflowLib.logic import VHILogic
 
-        self.impl = VHILogic()
+            return VHILogic()
+
+        LazyLogic.__init__(self, make)
 
     def run(self, *args, **kwargs):
         return self.impl.run(*args, **kwargs)

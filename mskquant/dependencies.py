@@ -2,9 +2,15 @@
 
 torch comes through the PyTorch extension (``PyTorchUtils``, which picks the CUDA or CPU
 build that fits the machine); the other packages through ``slicer.packaging.pip_ensure``
-(Slicer 5.10+) or ``slicer.util.pip_install`` on older Slicer. Minimum versions come from
-``requirements.txt`` beside this file. The user is asked once per session; declining
-leaves the module usable for browsing but stops processing with a clear message.
+(a submodule that first ships in Slicer 5.12 and exists only once imported) or
+``slicer.util.pip_install`` on 5.10/5.11. Minimum versions come from ``requirements.txt``
+beside this file. The user is asked once per session, by this module; the installers are
+then called with their own prompts off, so nobody is asked twice. Declining leaves the
+module usable for browsing but stops processing with a clear message.
+
+The minimum Slicer version is decided here, once: 5.10 (its Python is 3.12.10,
+``SuperBuild/External_python.cmake`` at tag v5.10.0). The top-level ``CMakeLists.txt``,
+the README and ``pyproject.toml`` say the same; ``Testing/test_dependencies.py`` checks it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from typing import Callable, List, Optional, Tuple
 from .errors import MSKQuantError
 
 REQUIREMENTS_FILE = Path(__file__).with_name("requirements.txt")
+MINIMUM_SLICER_VERSION = "5.10"
+MINIMUM_SLICER_PYTHON = "3.12"  # the Python that Slicer MINIMUM_SLICER_VERSION ships
 _declined = False
 _checked = False
 
@@ -81,6 +89,7 @@ def ensure_dependencies(ask: bool = True) -> None:
                             f"Restart Slicer and accept the installation to process data.")
     import slicer
 
+    check_slicer_version(slicer.app)
     torch_req = next((f">={m}" if m else "" for n, m in reqs if n == "torch"), "")
     others = [m for m in missing if not m.startswith("torch")]
     if ask and not slicer.app.commandOptions().testingEnabled:
@@ -102,12 +111,32 @@ def ensure_dependencies(ask: bool = True) -> None:
         if torch is None:
             raise MSKQuantError("PyTorch could not be installed: use the PyTorch Utils module to install it.")
     if others:
-        packaging = getattr(slicer, "packaging", None)
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            packaging.pip_ensure(others, requester="MSKQuant")
-        else:
-            slicer.util.pip_install(others)
+        install_packages(others)
     still = missing_requirements(reqs)
     if still:
         raise MSKQuantError(f"Could not install {', '.join(still)}: see the Python console for pip's output.")
     _checked = True
+
+
+def check_slicer_version(app) -> None:
+    """Refuse to run on a Slicer older than :data:`MINIMUM_SLICER_VERSION`."""
+    have = (int(app.majorVersion), int(app.minorVersion))
+    if have < _version_tuple(MINIMUM_SLICER_VERSION):
+        raise MSKQuantError(f"MSKQuant needs 3D Slicer {MINIMUM_SLICER_VERSION} or later; this is "
+                            f"{have[0]}.{have[1]}. Install a newer Slicer from download.slicer.org.")
+
+
+def install_packages(requirements: List[str]) -> None:
+    """pip-install ``requirements`` (the user has already agreed): ``slicer.packaging.pip_ensure``
+    where it exists (5.12+), with its prompt off and not skipped in testing mode, else
+    ``slicer.util.pip_install``."""
+    import slicer
+
+    try:
+        import slicer.packaging as packaging  # a submodule: not an attribute until imported
+    except ImportError:
+        packaging = None
+    if packaging is not None and hasattr(packaging, "pip_ensure"):
+        packaging.pip_ensure(requirements, prompt_install=False, requester="MSKQuant", skip_in_testing=False)
+    else:
+        slicer.util.pip_install(requirements)

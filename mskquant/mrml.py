@@ -172,6 +172,21 @@ def terminology_entry(category: Tuple[str, str, str], seg_type: Tuple[str, str, 
     ])
 
 
+def set_terminology(segment, entry: str) -> None:
+    """Store a terminology entry on a segment through the tag API, which every supported Slicer
+    has (``vtkSegment.SetTerminology`` first ships in 5.10)."""
+    segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), entry)
+
+
+def terminology_of(segment) -> str:
+    """The terminology entry stored on a segment ("" when none)."""
+    import vtk
+
+    value = vtk.reference("")
+    found = segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), value)
+    return str(value) if found else ""
+
+
 def _oriented_image(mask: np.ndarray, geometry: Geometry):
     oi = slicer.vtkOrientedImageData()
     oi.SetDimensions(*geometry.shape_ijk)
@@ -211,7 +226,7 @@ def set_segment(seg_node, spec: SegmentSpec, geometry: Geometry, segment_id: Opt
     segment.SetName(spec.name)
     segment.SetColor(*spec.color)
     if spec.terminology:
-        segment.SetTerminology(spec.terminology)
+        set_terminology(segment, spec.terminology)
     oi = _oriented_image(spec.mask, geometry)
     ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         oi, seg_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE, oi.GetExtent())

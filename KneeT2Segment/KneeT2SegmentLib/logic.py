@@ -243,8 +243,14 @@ class KneeT2Logic:
         params = (params or KneeT2Parameters()).validate()
         progress = as_progress(progress)
         series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
-        res = self.auto_segment(series, params, progress.sub(0.0, 0.95))
+        res = self.auto_segment(series, params, progress.sub(0.0, 0.95))  # numbers only (a worker may run it)
         progress(0.96, "Creating the cartilage segmentation")
+        seg = self.segmentation_nodes(series, res, name, None if isinstance(mese, MeseSeries) else mese)
+        progress(1.0, "Cartilage segmented")
+        return seg
+
+    def segmentation_nodes(self, series: MeseSeries, res, name: str, mese_node=None) -> KneeSegmentation:
+        """The editable segmentation and its hidden automatic copy from a segmentation result."""
         g = series.geometry
         spec = mrml.SegmentSpec(CARTILAGE_SEGMENT, res.mask, CARTILAGE_COLOR)
         name = self.rt.scene.GenerateUniqueName(name)
@@ -259,9 +265,8 @@ class KneeT2Logic:
             node.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
             node.SetAttribute(SEGMENTATION_ATTRIBUTE, _to_json(summary))
         seg.SetNodeReferenceID(AUTOMATIC_REFERENCE, automatic.GetID())
-        if not isinstance(mese, MeseSeries):
-            seg.SetNodeReferenceID("MSKQuantMESE", mese.GetID())
-        progress(1.0, "Cartilage segmented")
+        if mese_node is not None:
+            seg.SetNodeReferenceID("MSKQuantMESE", mese_node.GetID())
         return KneeSegmentation(seg, automatic, res, summary)
 
     @staticmethod
@@ -304,43 +309,61 @@ class KneeT2Logic:
         """Quantify one MESE series (a sequence node or a :class:`MeseSeries`).
 
         The cartilage comes from ``mask_node`` (+ ``segment``), else ``mask``, else the automatic
-        segmentation hook.
+        segmentation hook. Three steps, so a panel can run the middle one in a worker thread:
+        :meth:`gather` (MRML reads), :meth:`compute` (numbers only), :meth:`make_result` (MRML writes).
         """
-        params = (params or KneeT2Parameters()).validate()
         progress = as_progress(progress)
-        t0 = time.monotonic()
+        inputs = self.gather(mese, mask_node, segment, params, name, mask)
+        return self.make_result(inputs, self.compute(inputs, progress.sub(0.0, 0.92)), progress)
+
+    def gather(self, mese, mask_node=None, segment: Optional[str] = None, params: Optional[KneeT2Parameters] = None,
+               name: str = "Knee T2", mask: Optional[np.ndarray] = None) -> dict:
+        params = (params or KneeT2Parameters()).validate()
         series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
-        auto = None
-        segmentation_info = None
         resolve_laterality(series, params.laterality)  # before any long step: medial/lateral needs it
+        inputs = {"series": series, "params": params, "name": name, "cart": None, "source": "",
+                  "segmentation_info": None, "t0": time.monotonic()}
         if mask_node is not None:
-            cart, source = self.cartilage_mask(mask_node, segment, series), f"{_describe(mask_node)}"
+            inputs["cart"], inputs["source"] = self.cartilage_mask(mask_node, segment, series), _describe(mask_node)
             raw = mask_node.GetAttribute(SEGMENTATION_ATTRIBUTE) if mask_node.IsA("vtkMRMLSegmentationNode") else None
             if raw:  # made by segment(): say whether the user edited it
-                segmentation_info = {**json.loads(raw), "edited": self.is_edited(mask_node, series.geometry)}
-                source += " (automatic, edited)" if segmentation_info["edited"] else " (automatic, not edited)"
+                edited = self.is_edited(mask_node, series.geometry)
+                inputs["segmentation_info"] = {**json.loads(raw), "edited": edited}
+                inputs["source"] += " (automatic, edited)" if edited else " (automatic, not edited)"
         elif mask is not None:  # an Image (checked against the MESE grid) or an array on it
-            cart, source = mask, "given mask"
-        elif self.segmenter is not None:
+            inputs["cart"], inputs["source"] = mask, "given mask"
+        return inputs
+
+    def compute(self, inputs: dict, progress: "Progress | None" = None) -> dict:
+        """Automatic segmentation when no cartilage was given, T2 fit and subregions: no MRML."""
+        progress = as_progress(progress)
+        series, params = inputs["series"], inputs["params"]
+        cart, source, info, auto = inputs["cart"], inputs["source"], inputs["segmentation_info"], None
+        if cart is None and self.segmenter is not None:
             cart, source = self.segment_cartilage(series, progress.sub(0.0, 0.3), params), "automatic"
-        else:
+        elif cart is None:
             auto = self.auto_segment(series, params, progress.sub(0.0, 0.5))
             cart, source = auto.mask, f"automatic ({auto.model_id})"
-            segmentation_info = {**auto.summary(), "edited": False}
+            info = {**auto.summary(), "edited": False}
         if auto is not None:  # the segmentation fitted its candidate voxels already
             fitted = auto.probability > auto.thresholds.fit_probability
-            quant = quantify(series, cart, params, progress.sub(0.5, 0.9), fit=auto.fit, fitted=fitted)
+            quant = quantify(series, cart, params, progress.sub(0.5, 1.0), fit=auto.fit, fitted=fitted)
             quant.warnings[:0] = auto.warnings
         else:
-            quant = quantify(series, cart, params, progress.sub(0.0 if mask_node is not None or mask is not None
-                                                                else 0.3, 0.9))
+            quant = quantify(series, cart, params, progress.sub(0.0 if inputs["cart"] is not None else 0.3, 1.0))
+        return {"quant": quant, "source": source, "segmentation_info": info,
+                "segmentation_s": auto.timings_s["total"] if auto else None}
+
+    def make_result(self, inputs: dict, c: dict, progress: "Progress | None" = None) -> KneeT2Result:
+        progress = as_progress(progress)
         progress(0.92, "Creating nodes")
-        result = self._make_nodes(quant, name, source)
-        if segmentation_info is not None:
-            result.summary["segmentation"] = segmentation_info
+        quant = c["quant"]
+        result = self._make_nodes(quant, inputs["name"], c["source"])
+        if c["segmentation_info"] is not None:
+            result.summary["segmentation"] = c["segmentation_info"]
             result.table.SetAttribute(SUMMARY_ATTRIBUTE, _to_json(result.summary))
-        result.timings_s = {**quant.timings_s, **({"segmentation": auto.timings_s["total"]} if auto else {}),
-                            "total": time.monotonic() - t0}
+        result.timings_s = {**quant.timings_s, **({"segmentation": c["segmentation_s"]} if c["segmentation_s"] else {}),
+                            "total": time.monotonic() - inputs["t0"]}
         progress(1.0, "Knee T2 done")
         return result
 
@@ -484,9 +507,20 @@ class KneeT2Logic:
                               segment_b: Optional[str] = None, params: Optional[KneeT2Parameters] = None,
                               name: str = "Cartilage agreement", progress: "Progress | None" = None,
                               mask_a=None, mask_b=None) -> KneeAgreement:
-        """Segmentation A (the reference, e.g. Reader 1) against B (a reader, or the model when B is not given)."""
-        params = (params or KneeT2Parameters()).validate()
+        """Segmentation A (the reference, e.g. Reader 1) against B (a reader, or the model when B is not given).
+
+        :meth:`gather_agreement` (MRML reads), :meth:`compute_agreement` (numbers only),
+        :meth:`agreement_nodes` (MRML writes), so a panel can run the middle step in a worker thread."""
         progress = as_progress(progress)
+        inputs = self.gather_agreement(mese, node_a, node_b, segment_a, segment_b, params, mask_a, mask_b)
+        scan = self.compute_agreement(inputs, name, progress.sub(0.0, 0.95))
+        agreement = self.agreement_nodes(scan, inputs["b_name"], name)
+        progress(1.0, f"Agreement: Dice {scan.dice:.3f}")
+        return agreement
+
+    def gather_agreement(self, mese, node_a=None, node_b=None, segment_a=None, segment_b=None, params=None,
+                         mask_a=None, mask_b=None) -> dict:
+        params = (params or KneeT2Parameters()).validate()
         series = mese if isinstance(mese, MeseSeries) else self.mese_from_node(mese)
         if node_a is None and mask_a is None:
             raise InputError("No reference segmentation (A) selected: select the reader's femoral cartilage segment or "
@@ -497,8 +531,17 @@ class KneeT2Logic:
         elif mask_b is not None:
             b, b_name = mask_b, "B"
         else:
-            b, b_name = self.segment_cartilage(series, progress.sub(0.0, 0.5), params), f"model {params.model_id}"
-        scan = compare_scan(series, a, b, params, name, progress.sub(0.5, 0.95))
+            b, b_name = None, f"model {params.model_id}"
+        return {"series": series, "params": params, "a": a, "b": b, "b_name": b_name}
+
+    def compute_agreement(self, inputs: dict, name: str, progress: "Progress | None" = None) -> ScanAgreement:
+        progress = as_progress(progress)
+        series, params, b = inputs["series"], inputs["params"], inputs["b"]
+        if b is None:  # the model is B
+            b = self.segment_cartilage(series, progress.sub(0.0, 0.5), params)
+        return compare_scan(series, inputs["a"], b, params, name, progress.sub(0.5, 1.0))
+
+    def agreement_nodes(self, scan: ScanAgreement, b_name: str, name: str) -> KneeAgreement:
         table = mrml.table_from_rows(self.rt, f"{name} table", SCAN_COLUMNS, scan.rows())
         table.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
         for key in ("dice", "jaccard", "voxels_a", "voxels_b", "volume_a_ml", "volume_b_ml"):
@@ -515,7 +558,6 @@ class KneeT2Logic:
                                 f"{name}: mean T2 per subregion (Dice {scan.dice:.3f})", "subregion (1 DMA ... 12 SLP)",
                                 "mean T2 (ms)")
         _bars(chart)
-        progress(1.0, f"Agreement: Dice {scan.dice:.3f}")
         return KneeAgreement(scan, table, chart)
 
     def agreement_table(self, scans: Sequence[ScanAgreement], name: str = "Cartilage agreement over scans",

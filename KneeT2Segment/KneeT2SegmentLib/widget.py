@@ -11,6 +11,12 @@ NIfTI, JSON); "Change over time" compares two results (tables of earlier runs, a
 saved scene) and exports change.csv, clusters.json and change.png; "Agreement" compares two
 segmentations of a scan (Dice, Jaccard, subregion T2) and, over the compared scans,
 Spearman, MAE, bias and Bland-Altman limits (Thomas et al. 2.6).
+
+Load, Segment, Run, Compare and Agreement share one set of run controls: while one runs every
+other action is disabled and the one Cancel button stops that task. Run reads its inputs on the
+GUI thread, fits in a worker thread and writes the nodes on the GUI thread, and so do Segment,
+Agreement and Load (files read in the worker); Compare (two result tables, quick) and the
+statistics over scans run on the GUI thread. "DICOM folder..." picks a folder for the MESE input.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import logging
 
 import slicer
 
-from mskquant.panel import RunControls, export_outputs, fill_segment_combo, module_parameter_node, show_volume
+from mskquant.panel import (RunControls, SceneObserver, export_outputs, fill_segment_combo, guarded,
+                            module_parameter_node, show_volume)
 
 from .parameters import KneeT2Parameters
 
@@ -27,22 +34,19 @@ LATERALITY_ITEMS = {"From image": "auto", "Right": "right", "Left": "left"}
 
 
 class KneeT2SegmentPanel:
-    def __init__(self, ui_path: str) -> None:
+    def __init__(self, ui_path: str, logic) -> None:
         self.widget = slicer.util.loadUI(ui_path)
         self.ui = slicer.util.childWidgetVariables(self.widget)
         self.widget.setMRMLScene(slicer.mrmlScene)
-        self._logic = None
-        self.result = None
-        self.change = None
-        self.segmentation = None
-        self.agreement = None
-        self.agreement_set = None
-        self.agreement_scans = []
-        self.controls = RunControls(self.ui.runButton, self.ui.cancelButton, self.ui.progressBar, self.ui.statusLabel)
-        self.segment_controls = RunControls(self.ui.segmentButton, self.ui.cancelButton, self.ui.progressBar,
-                                            self.ui.statusLabel)
-        self.agreement_controls = RunControls(self.ui.agreementButton, self.ui.cancelButton, self.ui.progressBar,
-                                              self.ui.statusLabel)
+        self.logic = logic  # the module's thin Logic wrapper; .impl is the KneeT2Logic
+        self._clear_results()
+        ui = self.ui
+        self.result_buttons = (ui.editSegmentationButton, ui.restoreSegmentationButton, ui.exportButton,
+                               ui.exportChangeButton, ui.agreementSetButton, ui.agreementExportButton)
+        self.controls = RunControls(ui.cancelButton, ui.progressBar, ui.statusLabel, buttons=(
+            ui.runButton, ui.loadMeseButton, ui.meseFolderButton, ui.segmentButton, ui.agreementButton,
+            ui.agreementClearButton, ui.compareButton) + self.result_buttons)
+        ui.meseFolderButton.connect("clicked(bool)", self.onPickMeseFolder)
         for selector in (self.ui.baselineSelector, self.ui.followupSelector):
             selector.addAttribute("vtkMRMLTableNode", "MSKQuant.KneeT2Result", "1")
         self.ui.runButton.connect("clicked(bool)", self.onRun)
@@ -64,18 +68,19 @@ class KneeT2SegmentPanel:
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.exportChangeButton.connect("clicked(bool)", self.onExportChange)
+        self.scene_observer = SceneObserver(slicer.mrmlScene, self.onSceneClose, self._load_parameters)
+        self._set_result_buttons(False)
         self._load_parameters()
 
     # --- plumbing ---------------------------------------------------------------------------
-    def logic(self):
-        if self._logic is None:
-            from mskquant.dependencies import ensure_dependencies
+    def _clear_results(self) -> None:
+        self.result = self.change = self.segmentation = None
+        self.agreement = self.agreement_set = None
+        self.agreement_scans = []
 
-            ensure_dependencies()
-            from .logic import KneeT2Logic
-
-            self._logic = KneeT2Logic()
-        return self._logic
+    def _set_result_buttons(self, enabled: bool) -> None:
+        for b in self.result_buttons:
+            b.enabled = enabled
 
     def _parameter_node(self):
         return module_parameter_node("KneeT2Segment")
@@ -123,12 +128,30 @@ class KneeT2SegmentPanel:
         return p
 
     def enter(self) -> None:
-        pass
+        self._load_parameters()  # another module or a loaded scene may have changed them
 
     def cleanup(self) -> None:
-        self.controls.cancel()
+        self.scene_observer.remove()
+        self.controls.discard()
+
+    def onSceneClose(self) -> None:
+        """The scene is closing: results and their buttons go with its nodes."""
+        self.controls.discard()
+        self._clear_results()
+        self._set_result_buttons(False)
+        for label in (self.ui.resultLabel, self.ui.changeLabel, self.ui.agreementResultLabel, self.ui.segmentationLabel):
+            label.text = ""
 
     # --- actions ----------------------------------------------------------------------------
+    def onPickMeseFolder(self, *_):
+        """A DICOM folder of the MESE series (the path field's dialog picks files)."""
+        import qt
+
+        folder = qt.QFileDialog.getExistingDirectory(self.widget, "DICOM folder of the MESE series",
+                                                     self.ui.meseFilePathLineEdit.currentPath or "")
+        if folder:
+            self.ui.meseFilePathLineEdit.currentPath = folder
+
     def onLoadMese(self, *_):
         path = self.ui.meseFilePathLineEdit.currentPath
         if not path:
@@ -136,44 +159,61 @@ class KneeT2SegmentPanel:
             return
         from .logic import validate_te_text
 
-        def task(progress):
-            te = validate_te_text(self.ui.echoTimesLineEdit.text)
-            return self.logic().load_mese(path, te, progress=progress)
+        from pathlib import Path
 
-        loaded = self.controls.run(task, "Could not load the MESE series.")
-        if loaded is None:
-            return
+        from .mese import read_mese
+
+        def prepare():
+            _ = self.logic.impl  # the dependency check (and its one question) on the GUI thread
+            return validate_te_text(self.ui.echoTimesLineEdit.text)
+
+        def compute(te, progress):  # worker thread: files (4D NIfTI/NRRD or DICOM) into arrays
+            return read_mese(path, te, progress)
+
+        def finish(series):  # GUI thread: the sequence node
+            seq, _ = self.logic.impl.add_mese(series, Path(path).name.split(".")[0])
+            self._show_loaded((seq, series))
+
+        self.controls.start("Could not load the MESE series.", prepare, compute, finish)
+
+    def _show_loaded(self, loaded) -> None:
         seq, series = loaded
         self.ui.meseSelector.setCurrentNode(seq)
         lat = f", {series.laterality} knee ({series.laterality_source})" if series.laterality else \
             ", laterality unknown: choose it below"
         self.ui.statusLabel.text = (f"Loaded {series.n_echoes} echoes (TE {', '.join(f'{t:g}' for t in series.echo_times_ms)}"
                                     f" ms){lat}.")
-        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(seq)
-        if browser is not None:
-            show_volume(background=browser.GetProxyNode(seq))
+        show_volume(background=self._mese_proxy(seq))
 
     def onRun(self, *_):
         from .logic import validate_te_text
 
-        mese_node = self.ui.meseSelector.currentNode()
-        mask_node = self.ui.maskSelector.currentNode()
-        params = self.parameters()
+        ui = self.ui
 
-        def task(progress):
-            logic = self.logic()
-            te = validate_te_text(self.ui.echoTimesLineEdit.text)
-            series = logic.mese_from_node(mese_node, te)
+        def prepare():  # GUI thread: the form, the MESE series and the cartilage into arrays
+            mese_node = ui.meseSelector.currentNode()
+            if mese_node is None:
+                raise ValueError("Select (or load) the MESE series first.")
+            logic = self.logic.impl
+            series = logic.mese_from_node(mese_node, validate_te_text(ui.echoTimesLineEdit.text))
             name = slicer.mrmlScene.GenerateUniqueName(f"{mese_node.GetName()} T2")
-            return logic.run(series, mask_node, self.ui.maskSegmentComboBox.currentText or None, params,
-                             progress=progress, name=name)
+            return mese_node, logic.gather(series, ui.maskSelector.currentNode(),
+                                           ui.maskSegmentComboBox.currentText or None, self.parameters(), name)
 
-        result = self.controls.run(task, "T2 quantification failed.")
-        if result is None:
-            return
-        self.result = result
+        def compute(value, progress):  # worker thread: segmentation if needed, T2 fit, subregions
+            mese_node, inputs = value
+            return mese_node, inputs, self.logic.impl.compute(inputs, progress)
+
+        def finish(value):  # GUI thread: the result nodes
+            mese_node, inputs, computed = value
+            self._finish_run((self.logic.impl.make_result(inputs, computed), mese_node))
+
+        self.controls.start("T2 quantification failed.", prepare, compute, finish)
+
+    def _finish_run(self, value) -> None:
+        self.result, mese_node = value
         self._show_result(mese_node)
-        for w in result.warnings:
+        for w in self.result.warnings:
             slicer.util.warningDisplay(w, windowTitle="KneeT2Segment")
 
     def _mese_proxy(self, mese_node):
@@ -184,24 +224,34 @@ class KneeT2SegmentPanel:
         return browser.GetProxyNode(mese_node) if browser is not None else None
 
     def onSegment(self, *_):
-        from .logic import CARTILAGE_SEGMENT, validate_te_text
+        from .logic import validate_te_text
 
         mese_node = self.ui.meseSelector.currentNode()
-        params = self.parameters()
-
-        def task(progress):
-            logic = self.logic()
-            series = logic.mese_from_node(mese_node, validate_te_text(self.ui.echoTimesLineEdit.text))
-            return logic.segment(series, params, progress, name=f"{mese_node.GetName()} cartilage")
-
         if mese_node is None:
             slicer.util.errorDisplay("Select (or load) the MESE series first.")
             return
-        seg = self.segment_controls.run(task, "Automatic cartilage segmentation failed.")
-        if seg is None:
-            return
+
+        def prepare():  # GUI thread: the form and the MESE series into arrays
+            series = self.logic.impl.mese_from_node(mese_node, validate_te_text(self.ui.echoTimesLineEdit.text))
+            return series, self.parameters()
+
+        def compute(value, progress):  # worker thread: the network and the T2 fit of its candidates
+            series, params = value
+            return series, self.logic.impl.auto_segment(series, params, progress)
+
+        def finish(value):  # GUI thread: the segmentation nodes
+            series, res = value
+            seg = self.logic.impl.segmentation_nodes(series, res, slicer.mrmlScene.GenerateUniqueName(
+                f"{mese_node.GetName()} cartilage"), mese_node)
+            self._finish_segment((seg, mese_node))
+
+        self.controls.start("Automatic cartilage segmentation failed.", prepare, compute, finish)
+
+    def _finish_segment(self, value) -> None:
+        from .logic import CARTILAGE_SEGMENT
+
+        seg, mese_node = value
         self.segmentation = seg
-        seg.segmentation.SetNodeReferenceID("MSKQuantMESE", mese_node.GetID())
         background = self._mese_proxy(mese_node)
         if background is not None:
             seg.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(background)
@@ -223,7 +273,7 @@ class KneeT2SegmentPanel:
 
     def _selected_segmentation(self):
         node = self.ui.maskSelector.currentNode()
-        if node is None or not node.IsA("vtkMRMLSegmentationNode") or self.logic().automatic_of(node) is None:
+        if node is None or not node.IsA("vtkMRMLSegmentationNode") or self.logic.impl.automatic_of(node) is None:
             slicer.util.errorDisplay("Select a cartilage segmentation made by Segment (Femoral cartilage) first.")
             return None
         return node
@@ -234,7 +284,9 @@ class KneeT2SegmentPanel:
         node = self._selected_segmentation()
         if node is None:
             return
-        open_segment_editor(node, self._mese_proxy(self.ui.meseSelector.currentNode()))
+        # the MESE the segmentation was made from (referenced by Segment), not the selector's current one
+        mese = node.GetNodeReference("MSKQuantMESE") or self.ui.meseSelector.currentNode()
+        guarded("Could not open Segment Editor.", open_segment_editor, node, self._mese_proxy(mese))
 
     def onRestoreSegmentation(self, *_):
         node = self._selected_segmentation()
@@ -242,8 +294,7 @@ class KneeT2SegmentPanel:
             return
         if not slicer.util.confirmYesNoDisplay("Undo every edit of the cartilage segment?"):
             return
-        with slicer.util.tryWithErrorDisplay("Restoring failed.", waitCursor=True):
-            self.logic().restore_automatic(node)
+        if guarded("Restoring failed.", lambda: self.logic.impl.restore_automatic(node) or True):
             self.ui.statusLabel.text = "Automatic cartilage segmentation restored: press Run to recompute."
 
     # --- agreement --------------------------------------------------------------------------------
@@ -251,20 +302,30 @@ class KneeT2SegmentPanel:
         from .logic import validate_te_text
 
         mese_node = self.ui.meseSelector.currentNode()
-        a_node, b_node = self.ui.agreementASelector.currentNode(), self.ui.agreementBSelector.currentNode()
-        params = self.parameters()
+        ui = self.ui
 
-        def task(progress):
-            logic = self.logic()
-            series = logic.mese_from_node(mese_node, validate_te_text(self.ui.echoTimesLineEdit.text))
+        def prepare():  # GUI thread: the series and both segmentations into arrays
+            if mese_node is None:
+                raise ValueError("Select (or load) the MESE series first.")
+            logic = self.logic.impl
+            series = logic.mese_from_node(mese_node, validate_te_text(ui.echoTimesLineEdit.text))
             name = slicer.mrmlScene.GenerateUniqueName(f"{mese_node.GetName()} agreement")
-            return logic.compare_segmentations(series, a_node, b_node, self.ui.agreementASegmentComboBox.currentText or None,
-                                               self.ui.agreementBSegmentComboBox.currentText or None, params, name,
-                                               progress)
+            return name, logic.gather_agreement(
+                series, ui.agreementASelector.currentNode(), ui.agreementBSelector.currentNode(),
+                ui.agreementASegmentComboBox.currentText or None, ui.agreementBSegmentComboBox.currentText or None,
+                self.parameters())
 
-        agreement = self.agreement_controls.run(task, "Comparing the segmentations failed.")
-        if agreement is None:
-            return
+        def compute(value, progress):  # worker thread: the model (when B is the model), T2, statistics
+            name, inputs = value
+            return name, inputs, self.logic.impl.compute_agreement(inputs, name, progress)
+
+        def finish(value):  # GUI thread: the table and plot nodes
+            name, inputs, scan = value
+            self._finish_agreement(self.logic.impl.agreement_nodes(scan, inputs["b_name"], name))
+
+        self.controls.start("Comparing the segmentations failed.", prepare, compute, finish)
+
+    def _finish_agreement(self, agreement) -> None:
         self.agreement, self.agreement_set = agreement, None
         self.agreement_scans.append(agreement.scan)
         s = agreement.scan
@@ -276,8 +337,8 @@ class KneeT2SegmentPanel:
         self.ui.agreementExportButton.enabled = True
 
     def onAgreementOverScans(self, *_):
-        with slicer.util.tryWithErrorDisplay("Agreement statistics failed.", waitCursor=True):
-            stats, table, chart = self.logic().agreement_table(self.agreement_scans)
+        def statistics():
+            stats, table, chart = self.logic.impl.agreement_table(self.agreement_scans)
             self.agreement_set = (stats, table)
             al = stats.region("All")
             self.ui.agreementResultLabel.text = (
@@ -288,6 +349,8 @@ class KneeT2SegmentPanel:
             app_logic = slicer.app.applicationLogic()
             app_logic.GetSelectionNode().SetActiveTableID(table.GetID())
             app_logic.PropagateTableSelection()
+
+        guarded("Agreement statistics failed.", statistics)
 
     def onClearAgreement(self, *_):
         self.agreement_scans = []
@@ -305,10 +368,10 @@ class KneeT2SegmentPanel:
 
         if self.agreement_set is not None:
             names = COMPARE_SET_OUTPUTS
-            write = lambda out: self.logic().export_agreement_set(*self.agreement_set, out.stage)  # noqa: E731
+            write = lambda out: self.logic.impl.export_agreement_set(*self.agreement_set, out.stage)  # noqa: E731
         else:
             names = COMPARE_OUTPUTS
-            write = lambda out: self.logic().export_agreement(self.agreement, out.stage)  # noqa: E731
+            write = lambda out: self.logic.impl.export_agreement(self.agreement, out.stage)  # noqa: E731
         if export_outputs(folder, names, write):
             self.ui.statusLabel.text = f"Exported the agreement to {folder}."
 
@@ -340,7 +403,7 @@ class KneeT2SegmentPanel:
             return
         from .cli import KNEE_T2_OUTPUTS
 
-        if export_outputs(folder, KNEE_T2_OUTPUTS, lambda out: self.logic().export(self.result, out.stage)):
+        if export_outputs(folder, KNEE_T2_OUTPUTS, lambda out: self.logic.impl.export(self.result, out.stage)):
             self.ui.statusLabel.text = f"Exported to {folder}."
 
     def onCompare(self, *_):
@@ -348,11 +411,11 @@ class KneeT2SegmentPanel:
 
         def task(progress):
             name = slicer.mrmlScene.GenerateUniqueName("Knee T2 change")
-            return self.logic().compare(base, follow, name, progress)
+            return self.logic.impl.compare(base, follow, name, progress)
 
-        change = self.controls.run(task, "Comparison failed.")
-        if change is None:
-            return
+        self.controls.start("Comparison failed.", task, finish=self._finish_change)
+
+    def _finish_change(self, change) -> None:
         self.change = change
         c = change.change
         rows = {r["region"]: r for r in c.rows}
@@ -372,5 +435,5 @@ class KneeT2SegmentPanel:
             return
         from .cli import CHANGE_OUTPUTS
 
-        if export_outputs(folder, CHANGE_OUTPUTS, lambda out: self.logic().export_change(self.change, out.stage)):
+        if export_outputs(folder, CHANGE_OUTPUTS, lambda out: self.logic.impl.export_change(self.change, out.stage)):
             self.ui.statusLabel.text = f"Exported the change to {folder}."

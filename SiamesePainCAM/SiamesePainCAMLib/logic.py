@@ -105,20 +105,39 @@ class PainCAMLogic:
                              f"sagittal MRI series.")
         return mrml.image_from_volume(volume, dtype=np.float32)
 
-    # --- the workflow --------------------------------------------------------------------------
+    # --- the workflow: MRML in (GUI thread), numbers (any thread), MRML out (GUI thread) ---------
     def run(self, left_volume, right_volume, params: Optional[PainCAMParameters] = None,
             progress: "Progress | None" = None, name: str = "Pain CAM") -> PainCAMResult:
-        params = (params or PainCAMParameters()).validate()
         progress = as_progress(progress)
+        inputs = self.gather(left_volume, right_volume, params, name)
+        return self.make_result(inputs, self.compute(inputs, progress.sub(0.0, 0.96)), progress)
+
+    def gather(self, left_volume, right_volume, params: Optional[PainCAMParameters] = None,
+               name: str = "Pain CAM") -> dict:
+        """Read both knee volumes into arrays (the only MRML reads of a run)."""
+        params = (params or PainCAMParameters()).validate()
         if left_volume is not None and left_volume is right_volume:
             raise InputError("The same volume is selected as the left and the right knee: select one series per knee.")
         images = {"left": self.knee_image(left_volume, "left"), "right": self.knee_image(right_volume, "right")}
+        return {"volumes": {"left": left_volume, "right": right_volume}, "images": images, "params": params,
+                "names": (left_volume.GetName(), right_volume.GetName()), "name": name}
+
+    def compute(self, inputs: dict, progress: "Progress | None" = None):
+        """The model and the analysis: no MRML, no Qt, so the panel runs it in a worker thread."""
+        progress = as_progress(progress)
+        params, images = inputs["params"], inputs["images"]
         model = self.model(params, progress.sub(0.0, 0.05))
         analysis = analyse_pair(model, images["left"], images["right"], params.centre("left"), params.centre("right"),
-                                progress.sub(0.05, 0.95), (left_volume.GetName(), right_volume.GetName()))
+                                progress.sub(0.05, 1.0), inputs["names"])
+        return model, analysis
+
+    def make_result(self, gathered: dict, computed, progress: "Progress | None" = None) -> PainCAMResult:
+        """CAM volumes and the table (the only MRML writes)."""
+        progress = as_progress(progress)
+        model, analysis = computed
+        name, inputs = gathered["name"], gathered["volumes"]
         progress(0.96, "Creating the CAM volumes and the table")
         heat = self.heat_color_node()
-        inputs = {"left": left_volume, "right": right_volume}
         cams, hot = {}, {}
         for side in SIDES:
             node = mrml.volume_from_image(self.rt, Image(analysis.cam[side], analysis.geometry[side]),

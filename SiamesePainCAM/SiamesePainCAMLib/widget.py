@@ -6,6 +6,8 @@ Select the left and right sagittal knee volumes, optionally their centre (PCL) s
 opacity from the slider) and jump every slice view to the CAM hot spot on the most
 pain-relevant slice; "Export" writes the command-line files and the overlay PNG.
 No computation happens here: the panel calls :class:`SiamesePainCAMLib.logic.PainCAMLogic`.
+Run reads the volumes on the GUI thread, computes in a worker thread and writes the CAM volumes
+back on the GUI thread; meanwhile every other action is disabled. Closing the scene drops the result.
 """
 
 from __future__ import annotations
@@ -13,37 +15,35 @@ from __future__ import annotations
 
 import slicer
 
-from mskquant.panel import RunControls, export_outputs, module_parameter_node, show_volume
+from mskquant.panel import RunControls, SceneObserver, export_outputs, module_parameter_node, show_volume
 
 from .parameters import AUTO, DEFAULT_MODEL, PainCAMParameters
 
 
 class SiamesePainCAMPanel:
-    def __init__(self, ui_path: str) -> None:
+    def __init__(self, ui_path: str, logic) -> None:
         self.widget = slicer.util.loadUI(ui_path)
         self.ui = slicer.util.childWidgetVariables(self.widget)
         self.widget.setMRMLScene(slicer.mrmlScene)
-        self._logic = None
+        self.logic = logic  # the module's thin Logic wrapper; .impl is the PainCAMLogic
         self.result = None
-        self.controls = RunControls(self.ui.runButton, self.ui.cancelButton, self.ui.progressBar, self.ui.statusLabel)
+        self.result_buttons = (self.ui.showLeftButton, self.ui.showRightButton, self.ui.exportButton)
+        self.controls = RunControls(self.ui.cancelButton, self.ui.progressBar, self.ui.statusLabel,
+                                    buttons=(self.ui.runButton,) + self.result_buttons)
         self.ui.runButton.connect("clicked(bool)", self.onRun)
         self.ui.showLeftButton.connect("clicked(bool)", lambda *_: self.showKnee("left"))
         self.ui.showRightButton.connect("clicked(bool)", lambda *_: self.showKnee("right"))
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self._fill_models()
+        self.scene_observer = SceneObserver(slicer.mrmlScene, self.onSceneClose, self._load_parameters)
+        self._set_result_buttons(False)
         self._load_parameters()
 
     # --- plumbing ---------------------------------------------------------------------------
-    def logic(self):
-        if self._logic is None:
-            from mskquant.dependencies import ensure_dependencies
-
-            ensure_dependencies()
-            from .logic import PainCAMLogic
-
-            self._logic = PainCAMLogic()
-        return self._logic
+    def _set_result_buttons(self, enabled: bool) -> None:
+        for b in self.result_buttons:
+            b.enabled = enabled
 
     def _fill_models(self) -> None:
         combo = self.ui.modelComboBox
@@ -80,24 +80,35 @@ class SiamesePainCAMPanel:
         return p
 
     def enter(self) -> None:
-        pass
+        self._load_parameters()  # another module or a loaded scene may have changed them
 
     def cleanup(self) -> None:
-        self.controls.cancel()
+        self.scene_observer.remove()
+        self.controls.discard()
+
+    def onSceneClose(self) -> None:
+        self.controls.discard()
+        self.result = None
+        self._set_result_buttons(False)
+        self.ui.resultLabel.text = ""
 
     # --- actions ----------------------------------------------------------------------------
     def onRun(self, *_):
-        left = self.ui.leftSelector.currentNode()
-        right = self.ui.rightSelector.currentNode()
-        params = self.parameters()
+        ui = self.ui
 
-        def task(progress):
-            return self.logic().run(left, right, params, progress=progress,
-                                    name=slicer.mrmlScene.GenerateUniqueName("Pain CAM"))
+        def prepare():  # GUI thread: the form and both knee volumes into arrays
+            return self.logic.impl.gather(ui.leftSelector.currentNode(), ui.rightSelector.currentNode(),
+                                          self.parameters(), slicer.mrmlScene.GenerateUniqueName("Pain CAM"))
 
-        result = self.controls.run(task, "Knee-pain CAM failed.")
-        if result is None:
-            return
+        def compute(inputs, progress):  # worker thread: model and CAMs, numbers only
+            return inputs, self.logic.impl.compute(inputs, progress)
+
+        def finish(value):  # GUI thread: CAM volumes and table
+            self._finish_run(self.logic.impl.make_result(*value))
+
+        self.controls.start("Knee-pain CAM failed.", prepare, compute, finish)
+
+    def _finish_run(self, result) -> None:
         self.result = result
         self._show_result()
         self.showKnee(result.painful_side)
@@ -116,8 +127,7 @@ class SiamesePainCAMPanel:
                      else f"Model {r.model.get('id')} {r.model.get('version')}")
         self.ui.resultLabel.text = "<br>".join(lines)
         self.ui.resultTableView.setMRMLTableNode(r.table)
-        for b in (self.ui.showLeftButton, self.ui.showRightButton, self.ui.exportButton):
-            b.enabled = True
+        self._set_result_buttons(True)
         if self.ui.leftCentreSpinBox.value == AUTO:
             self.ui.statusLabel.text += f" Estimated centre slices: left {a.prepared['left'].centre_slice}, right " \
                                         f"{a.prepared['right'].centre_slice}."
@@ -141,11 +151,11 @@ class SiamesePainCAMPanel:
 
     def onExport(self, *_):
         folder = self.ui.exportDirectoryLineEdit.currentPath
-        if not folder:
-            slicer.util.errorDisplay("Choose an export folder first.")
+        if not folder or self.result is None:
+            slicer.util.errorDisplay("Run and choose an export folder first.")
             return
         from .logic import OUTPUT_FILES
 
         opacity = float(self.ui.opacitySlider.value)
-        if export_outputs(folder, OUTPUT_FILES, lambda out: self.logic().export(self.result, out.stage, opacity=opacity)):
+        if export_outputs(folder, OUTPUT_FILES, lambda out: self.logic.impl.export(self.result, out.stage, opacity=opacity)):
             self.ui.statusLabel.text = f"Exported to {folder}."

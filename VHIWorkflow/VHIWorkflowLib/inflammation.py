@@ -22,6 +22,26 @@ from mskquant.image import Geometry
 from .thresholds import Thresholds
 
 MIN_ISLAND_PIXELS = 4
+
+# Segment names of a V_HI result, and how they nest: both inflammation masks lie inside the
+# disease region and, since L_upper >= L_lower, the conservative mask inside the sensitive one.
+# The panel's Segment Editor hand-off and any other review tool (e.g. a browser review app)
+# keep this rule: editing a segment is allowed only inside the one it nests in, nothing is
+# overwritten, and a voxel removed from an outer segment leaves the inner ones too.
+SEG_DISEASE = "Disease region"
+SEG_NORMAL = "Normal bone"
+SEG_SENSITIVE = "Inflammation (sensitive)"
+SEG_CONSERVATIVE = "Inflammation (conservative)"
+NESTED_IN = {SEG_SENSITIVE: SEG_DISEASE, SEG_CONSERVATIVE: SEG_SENSITIVE}
+
+
+def nest_masks(masks: "dict[str, np.ndarray]") -> "dict[str, np.ndarray]":
+    """The masks of a V_HI result after an edit, with the nesting rule applied (outer segments
+    first, so a voxel erased from the disease region leaves both inflammation masks)."""
+    out = {name: np.asarray(m, dtype=bool) for name, m in masks.items()}
+    for inner in (SEG_SENSITIVE, SEG_CONSERVATIVE):
+        out[inner] = out[inner] & out[NESTED_IN[inner]]
+    return out
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 

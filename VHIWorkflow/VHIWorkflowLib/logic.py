@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -29,15 +29,13 @@ from mskquant.headless import SlicerRuntime, current_runtime
 from mskquant.image import Geometry, Image, resample_nearest
 from mskquant.progress import Progress, as_progress
 
-from .comparison import Change, MaskComparison, agreement, compare_masks
-from .inflammation import VHI, InflammationMasks, segment_inflammation, vhi_of
+from .editing import apply_nesting
+from .inflammation import (NESTED_IN, SEG_CONSERVATIVE, SEG_DISEASE, SEG_NORMAL, SEG_SENSITIVE, VHI,  # noqa: F401
+                           InflammationMasks, segment_inflammation, vhi_of)
 from .parameters import VHIParameters
+from .tables import ComparisonTables
 from .thresholds import Thresholds, thresholds_from_normal_bone
 
-SEG_DISEASE = "Disease region"
-SEG_NORMAL = "Normal bone"
-SEG_SENSITIVE = "Inflammation (sensitive)"
-SEG_CONSERVATIVE = "Inflammation (conservative)"
 AUTOMATIC_REFERENCE = "MSKQuantAutomaticResult"
 STIR_REFERENCE = "MSKQuantSTIR"
 
@@ -66,11 +64,23 @@ class VHIResult:
     warnings: List[str] = field(default_factory=list)
 
 
+@dataclass
+class VHIInputs:
+    """A run's inputs read out of the scene: plain arrays a worker thread may use."""
+    stir_volume: object  # the STIR node the run used (the result references it)
+    stir: Image
+    roi: np.ndarray
+    region: Optional[np.ndarray]  # the given disease region, or None: the U-Net predicts it from t1
+    t1: Optional[Image]
+    params: VHIParameters
+    name: str
+
+
 _describe = mrml.describe_node
 
 
-class VHILogic:
-    """V_HI workflow on MRML nodes."""
+class VHILogic(ComparisonTables):
+    """V_HI workflow on MRML nodes (the comparison tools come from :class:`.tables.ComparisonTables`)."""
 
     def __init__(self, runtime: Optional[SlicerRuntime] = None, model_store=None) -> None:
         self.rt = runtime or current_runtime()
@@ -129,10 +139,13 @@ class VHILogic:
 
     def predict_disease_region(self, t1_volume, stir_geometry: Geometry, params: VHIParameters,
                                progress: "Progress | None" = None) -> np.ndarray:
+        return self.predict_region_from_image(self.check_t1(t1_volume, stir_geometry), stir_geometry, params, progress)
+
+    def predict_region_from_image(self, t1: Image, stir_geometry: Geometry, params: VHIParameters,
+                                  progress: "Progress | None" = None) -> np.ndarray:
         from .disease_region import predict_probability
 
         progress = as_progress(progress)
-        t1 = self.check_t1(t1_volume, stir_geometry)
         spec, models, device = self._ensemble(params, progress.sub(0.0, 0.05))
         prob = predict_probability(t1.array, t1.geometry, models, device, progress.sub(0.05, 1.0),
                                    divisor=2 ** (len(spec.architecture["params"]["features"]) - 1))
@@ -141,42 +154,63 @@ class VHILogic:
             mask = resample_nearest(mask, t1.geometry, stir_geometry, fill=False)
         return mask
 
-    # --- the workflow --------------------------------------------------------------------
+    # --- the workflow: MRML in (GUI thread), numbers (any thread), MRML out (GUI thread) ---------
     def run(self, stir_volume, normal_roi, t1_volume=None, disease_region=None, params: Optional[VHIParameters] = None,
             normal_roi_segment: Optional[str] = None, disease_region_segment: Optional[str] = None,
             progress: "Progress | None" = None, name: str = "V_HI") -> VHIResult:
-        params = (params or VHIParameters()).validate()
+        inputs = self.gather(stir_volume, normal_roi, t1_volume, disease_region, params, normal_roi_segment,
+                             disease_region_segment, name)
         progress = as_progress(progress)
-        t0 = time.monotonic()
-        timings: Dict[str, float] = {}
+        result = self.make_result(inputs, self.compute(inputs, progress.sub(0.0, 0.94)))
+        progress(1.0, "V_HI done")
+        return result
+
+    def gather(self, stir_volume, normal_roi, t1_volume=None, disease_region=None, params=None,
+               normal_roi_segment=None, disease_region_segment=None, name: str = "V_HI") -> "VHIInputs":
+        """Read every input node into arrays (the only MRML reads of a run)."""
+        params = (params or VHIParameters()).validate()
         stir = self.stir_image(stir_volume)
         g = stir.geometry
-        progress(0.02, "Normal-bone ROI and thresholds")
         roi = self.region_mask(normal_roi, g, normal_roi_segment, "normal-bone ROI")
-        thresholds = thresholds_from_normal_bone(stir.array[roi], params.n_start, params.n_step)
-        timings["thresholds"] = time.monotonic() - t0
+        region = t1 = None
         if disease_region is not None:
             region = self.region_mask(disease_region, g, disease_region_segment, "disease region")
-            source = "input"
         else:
+            t1 = self.check_t1(t1_volume, g)
+        return VHIInputs(stir_volume, stir, roi, region, t1, params, name)
+
+    def compute(self, inputs: "VHIInputs", progress: "Progress | None" = None) -> dict:
+        """Thresholds, disease region (the U-Net when none was given) and masks: no MRML, no Qt, so
+        the panel runs it in a worker thread."""
+        progress = as_progress(progress)
+        params, stir, g = inputs.params, inputs.stir, inputs.stir.geometry
+        t0 = time.monotonic()
+        progress(0.02, "Normal-bone ROI and thresholds")
+        thresholds = thresholds_from_normal_bone(stir.array[inputs.roi], params.n_start, params.n_step)
+        timings = {"thresholds": time.monotonic() - t0}
+        region, source = inputs.region, "input"
+        if region is None:
             t1 = time.monotonic()
-            region = self.predict_disease_region(t1_volume, g, params, progress.sub(0.05, 0.85))
-            timings["disease_region"] = time.monotonic() - t1
-            source = "model"
+            region = self.predict_region_from_image(inputs.t1, g, params, progress.sub(0.05, 0.85))
+            timings["disease_region"], source = time.monotonic() - t1, "model"
         progress(0.88, "Thresholding and island removal")
         masks = segment_inflammation(stir.array, region, thresholds, g, params.min_island_pixels)
-        warnings = []
-        if not region.any():
-            warnings.append("The disease region is empty: V_HI is 0. Check the T1W input or give a disease region.")
-        progress(0.94, "Creating the segmentation")
-        seg, automatic = self._make_segmentations(name, stir_volume, g, region, roi, masks)
+        timings["compute"] = time.monotonic() - t0
+        return {"thresholds": thresholds, "region": region, "source": source, "masks": masks, "timings": timings}
+
+    def make_result(self, inputs: "VHIInputs", c: dict) -> VHIResult:
+        """The segmentation (and its unedited copy) and the table node (the only MRML writes)."""
+        t0 = time.monotonic()
+        g, masks, thresholds = inputs.stir.geometry, c["masks"], c["thresholds"]
+        warnings = [] if c["region"].any() else [
+            "The disease region is empty: V_HI is 0. Check the T1W input or give a disease region."]
+        seg, automatic = self._make_segmentations(inputs.name, inputs.stir_volume, g, c["region"], inputs.roi, masks)
         vhi = {"sensitive": vhi_of(masks.sensitive, g), "conservative": vhi_of(masks.conservative, g)}
-        table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+        table = self.rt.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{inputs.name} table")
         self._fill_table(table, thresholds, vhi, edited=False)
         seg.SetNodeReferenceID("MSKQuantTable", table.GetID())
-        timings["total"] = time.monotonic() - t0
-        progress(1.0, "V_HI done")
-        return VHIResult(seg, automatic, table, thresholds, vhi, source, g, timings, warnings)
+        timings = dict(c["timings"], total=c["timings"]["compute"] + time.monotonic() - t0)
+        return VHIResult(seg, automatic, table, thresholds, vhi, c["source"], g, timings, warnings)
 
     def _make_segmentations(self, name, stir_volume, g, region, roi, masks: InflammationMasks):
         specs = [mrml.SegmentSpec(n, m, *SEGMENT_STYLE[n]) for n, m in (
@@ -195,12 +229,10 @@ class VHILogic:
 
     # --- after cleaning ---------------------------------------------------------------------
     def recompute(self, seg_node, thresholds: Optional[Thresholds] = None, table=None) -> Dict[str, VHI]:
-        """V_HI from the segments as they are now (after cleaning); updates the table node."""
-        stir = seg_node.GetNodeReference(STIR_REFERENCE)
-        if stir is None:
-            raise InputError(f"Segmentation {_describe(seg_node)} was not made by VHIWorkflow (no STIR reference): "
-                             f"run the workflow first.")
-        g = mrml.geometry_of(stir)
+        """V_HI from the segments as they are now (after cleaning, with the nesting rule applied);
+        updates the table node."""
+        g = mrml.geometry_of(self.source_volume(seg_node))
+        apply_nesting(seg_node, g, SEGMENT_STYLE)
         vhi = {}
         for key, seg_name in (("sensitive", SEG_SENSITIVE), ("conservative", SEG_CONSERVATIVE)):
             vhi[key] = vhi_of(mrml.segment_mask(seg_node, seg_name, g), g)
@@ -210,6 +242,14 @@ class VHILogic:
                 thresholds = self.thresholds_from_table(table)
             self._fill_table(table, thresholds, vhi, edited=self.is_edited(seg_node))
         return vhi
+
+    def source_volume(self, seg_node):
+        """The STIR volume the run used (referenced from its segmentation), not what a selector shows now."""
+        stir = seg_node.GetNodeReference(STIR_REFERENCE) if seg_node is not None else None
+        if stir is None:
+            raise InputError(f"Segmentation {_describe(seg_node)} was not made by VHIWorkflow (no STIR reference): "
+                             f"run the workflow first.")
+        return stir
 
     def is_edited(self, seg_node) -> bool:
         automatic = seg_node.GetNodeReference(AUTOMATIC_REFERENCE)
@@ -268,50 +308,3 @@ class VHILogic:
                  mrml.save_segmentation(result.segmentation, folder / "inflammation.seg.nrrd"),
                  write_image(Image(label, g), folder / "inflammation.nii.gz")]
         return paths
-
-    # --- comparison tools (Hepburn et al. 2.7) ------------------------------------------------
-    def compare_segments(self, seg_a, segment_a: str, seg_b, segment_b: str, geometry: Geometry,
-                         name: str = "V_HI comparison"):
-        """Dice, Jaccard, volume similarity and both volumes of two segments of one scan -> table node."""
-        c = compare_masks(mrml.segment_mask(seg_a, segment_a, geometry), mrml.segment_mask(seg_b, segment_b, geometry),
-                          geometry)
-        table = mrml.table_from_columns(self.rt, name, {
-            "a": [f"{seg_a.GetName()}: {segment_a}"], "b": [f"{seg_b.GetName()}: {segment_b}"],
-            "dice": [c.dice], "jaccard": [c.jaccard], "volume_similarity": [c.volume_similarity],
-            "voxels_a": [c.voxels_a], "voxels_b": [c.voxels_b], "volume_a_ml": [c.volume_a_ml],
-            "volume_b_ml": [c.volume_b_ml]})
-        return c, table
-
-    def agreement_table(self, subjects: Sequence[str], vhi_a_ml: Sequence[float], vhi_b_ml: Sequence[float],
-                        name: str = "V_HI Bland-Altman"):
-        """Bland-Altman across subjects -> (statistics, table node, plot chart node).
-
-        The chart shows difference (B - A) against mean with the mean difference and the 95 %
-        limits of agreement as lines, as in the paper's Figure 7.
-        """
-        ba = agreement(vhi_a_ml, vhi_b_ml)
-        n = len(subjects)
-        table = mrml.table_from_columns(self.rt, name, {
-            "subject": list(subjects), "a_ml": list(map(float, vhi_a_ml)), "b_ml": list(map(float, vhi_b_ml)),
-            "mean_ml": list(map(float, ba.means)), "difference_ml": list(map(float, ba.differences)),
-            "mean_difference_ml": [ba.mean_difference] * n, "lower_limit_ml": [ba.lower_limit] * n,
-            "upper_limit_ml": [ba.upper_limit] * n})
-        chart = mrml.plot_chart(self.rt, table, "mean_ml", ["difference_ml"], f"{name} chart",
-                                "mean of A and B (mL)", "B - A (mL)", kind="scatter")
-        limits = ["mean_difference_ml", "lower_limit_ml", "upper_limit_ml"]
-        mrml.add_plot_series(self.rt, chart, table, "mean_ml", limits, name, kind="line")
-        return ba, table, chart
-
-    def change_table(self, subject: str, pre: Dict[str, VHI], post: Dict[str, VHI], name: str = "V_HI change"):
-        """A subject's V_HI before and after treatment (sensitive and conservative) -> table node."""
-        rows = {"subject": [], "mask": [], "pre_ml": [], "post_ml": [], "change_ml": [], "change_percent": [],
-                "improved": []}
-        changes = {}
-        for key in ("sensitive", "conservative"):
-            ch = Change(pre[key].volume_ml, post[key].volume_ml)
-            changes[key] = ch
-            for col, val in (("subject", subject), ("mask", key), ("pre_ml", ch.pre_ml), ("post_ml", ch.post_ml),
-                             ("change_ml", ch.change_ml), ("change_percent", ch.change_percent),
-                             ("improved", int(ch.improved))):
-                rows[col].append(val)
-        return changes, mrml.table_from_columns(self.rt, name, rows)

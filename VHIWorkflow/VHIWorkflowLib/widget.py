@@ -1,58 +1,54 @@
 """The VHIWorkflow panel (GUI layer): reads the form, calls :class:`.logic.VHILogic`, shows results.
 
-Only inside the Slicer application. Run is guarded by the shared progress/cancel controls;
-results stay on the STIR grid; "Clean in Segment Editor" hands the segmentation to
-Segment Editor, "Recompute V_HI" reads the segments as edited, "Restore automatic result"
-undoes all cleaning, "Export" writes CSV, segmentation, label map and an overlay picture.
+Only inside the Slicer application. Run reads the inputs on the GUI thread, computes in a
+worker thread (thresholds, U-Net, masks) and writes the result nodes back on the GUI thread;
+while it runs every other action is disabled and Cancel stops it. Results stay on the STIR grid.
+"Clean in Segment Editor" hands the segmentation to Segment Editor with settings that keep the
+V_HI segments nested (:class:`.editing.NestedEditing`) and gives the user's settings back when
+they come back or recompute; "Recompute V_HI" reads the segments as edited, "Restore automatic
+result" undoes all cleaning, "Export" writes CSV, segmentation, label map and an overlay
+picture. Clean and Export use the STIR the run used, not the selector's current choice.
 """
 
 from __future__ import annotations
 
 import slicer
 
-from mskquant.panel import (RunControls, export_outputs, fill_segment_combo, module_parameter_node, open_segment_editor,
-                            show_volume)
+from mskquant.panel import (RunControls, SceneObserver, export_outputs, fill_segment_combo, guarded,
+                            module_parameter_node, open_segment_editor, show_volume)
 
 from .parameters import VHIParameters
 
 
 class VHIWorkflowPanel:
-    def __init__(self, ui_path: str) -> None:
+    def __init__(self, ui_path: str, logic) -> None:
         self.widget = slicer.util.loadUI(ui_path)
         self.ui = slicer.util.childWidgetVariables(self.widget)
         self.widget.setMRMLScene(slicer.mrmlScene)
-        self._logic = None
+        self.logic = logic  # the module's thin Logic wrapper; .impl is the VHILogic
         self.result = None
-        self.controls = RunControls(self.ui.runButton, self.ui.cancelButton, self.ui.progressBar, self.ui.statusLabel)
-        self.ui.runButton.connect("clicked(bool)", self.onRun)
-        self.ui.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)",
-                                    lambda n: fill_segment_combo(self.ui.roiSegmentComboBox, n))
-        self.ui.diseaseRegionSelector.connect("currentNodeChanged(vtkMRMLNode*)",
-                                              lambda n: fill_segment_combo(self.ui.diseaseSegmentComboBox, n))
-        self.ui.compareASelector.connect("currentNodeChanged(vtkMRMLNode*)",
-                                         lambda n: fill_segment_combo(self.ui.compareASegmentComboBox, n))
-        self.ui.compareBSelector.connect("currentNodeChanged(vtkMRMLNode*)",
-                                         lambda n: fill_segment_combo(self.ui.compareBSegmentComboBox, n))
-        self.ui.placeRoiBoxButton.connect("clicked(bool)", lambda *_: self.onPlace("vtkMRMLMarkupsROINode"))
-        self.ui.drawCurveButton.connect("clicked(bool)", lambda *_: self.onPlace("vtkMRMLMarkupsClosedCurveNode"))
-        self.ui.cleanButton.connect("clicked(bool)", self.onClean)
-        self.ui.recomputeButton.connect("clicked(bool)", self.onRecompute)
-        self.ui.restoreButton.connect("clicked(bool)", self.onRestore)
-        self.ui.exportButton.connect("clicked(bool)", self.onExport)
-        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.cleaning = None  # the Segment Editor hand-off while it lasts
+        ui = self.ui
+        self.result_buttons = (ui.cleanButton, ui.recomputeButton, ui.restoreButton, ui.exportButton)
+        self.controls = RunControls(ui.cancelButton, ui.progressBar, ui.statusLabel, buttons=(
+            ui.runButton, ui.placeRoiBoxButton, ui.drawCurveButton, ui.compareButton) + self.result_buttons)
+        ui.runButton.connect("clicked(bool)", self.onRun)
+        for selector, combo in ((ui.roiSelector, ui.roiSegmentComboBox), (ui.diseaseRegionSelector, ui.diseaseSegmentComboBox),
+                                (ui.compareASelector, ui.compareASegmentComboBox),
+                                (ui.compareBSelector, ui.compareBSegmentComboBox)):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", lambda n, c=combo: fill_segment_combo(c, n))
+        ui.placeRoiBoxButton.connect("clicked(bool)", lambda *_: self.onPlace("vtkMRMLMarkupsROINode"))
+        ui.drawCurveButton.connect("clicked(bool)", lambda *_: self.onPlace("vtkMRMLMarkupsClosedCurveNode"))
+        ui.cleanButton.connect("clicked(bool)", self.onClean)
+        ui.recomputeButton.connect("clicked(bool)", self.onRecompute)
+        ui.restoreButton.connect("clicked(bool)", self.onRestore)
+        ui.exportButton.connect("clicked(bool)", self.onExport)
+        ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.scene_observer = SceneObserver(slicer.mrmlScene, self.onSceneClose, self._load_parameters)
+        self._set_result_buttons(False)
         self._load_parameters()
 
     # --- plumbing ---------------------------------------------------------------------------
-    def logic(self):
-        if self._logic is None:
-            from mskquant.dependencies import ensure_dependencies
-
-            ensure_dependencies()
-            from .logic import VHILogic
-
-            self._logic = VHILogic()
-        return self._logic
-
     def _parameter_node(self):
         return module_parameter_node("VHIWorkflow")
 
@@ -69,10 +65,32 @@ class VHIWorkflowPanel:
         return p
 
     def enter(self) -> None:
-        pass
+        """Back in the module (e.g. from Segment Editor): the user's editor settings come back and
+        the parameters are read again (another module or a loaded scene may have changed them)."""
+        self._end_cleaning()
+        self._load_parameters()
 
     def cleanup(self) -> None:
-        self.controls.cancel()
+        self.scene_observer.remove()
+        self.controls.discard()
+        self._end_cleaning()
+
+    def onSceneClose(self) -> None:
+        """The scene is closing: its nodes go, so the result, the hand-off and their buttons go too."""
+        self.controls.discard()
+        self._end_cleaning()
+        self.result = None
+        self._set_result_buttons(False)
+        self.ui.thresholdsLabel.text = self.ui.vhiLabel.text = ""
+
+    def _set_result_buttons(self, enabled: bool) -> None:
+        for b in self.result_buttons:
+            b.enabled = enabled
+
+    def _end_cleaning(self) -> None:
+        if self.cleaning is not None:
+            self.cleaning.end()
+            self.cleaning = None
 
     # --- actions ----------------------------------------------------------------------------
     def onPlace(self, class_name: str) -> None:
@@ -88,26 +106,28 @@ class VHIWorkflowPanel:
                                     "Click points around normal marrow on one STIR slice; right-click to finish.")
 
     def onRun(self, *_):
-        stir = self.ui.stirSelector.currentNode()
-        roi = self.ui.roiSelector.currentNode()
-        region = self.ui.diseaseRegionSelector.currentNode()
-        params = self.parameters()
+        ui = self.ui
 
-        def task(progress):
-            return self.logic().run(
-                stir, roi, self.ui.t1Selector.currentNode(), region, params,
-                normal_roi_segment=self.ui.roiSegmentComboBox.currentText or None,
-                disease_region_segment=self.ui.diseaseSegmentComboBox.currentText or None,
-                progress=progress, name=slicer.mrmlScene.GenerateUniqueName(f"{stir.GetName() if stir else ''} V_HI"))
+        def prepare():  # GUI thread: the form and the input nodes into arrays
+            params = self.parameters()
+            stir = ui.stirSelector.currentNode()
+            name = slicer.mrmlScene.GenerateUniqueName(f"{stir.GetName() if stir else ''} V_HI")
+            return self.logic.impl.gather(
+                stir, ui.roiSelector.currentNode(), ui.t1Selector.currentNode(), ui.diseaseRegionSelector.currentNode(),
+                params, ui.roiSegmentComboBox.currentText or None, ui.diseaseSegmentComboBox.currentText or None, name)
 
-        result = self.controls.run(task, "V_HI computation failed.")
-        if result is None:
-            return
-        self.result = result
-        show_volume(background=stir)
-        self._show_result()
-        for w in result.warnings:
-            slicer.util.warningDisplay(w, windowTitle="VHIWorkflow")
+        def compute(inputs, progress):  # worker thread: numbers only
+            return inputs, self.logic.impl.compute(inputs, progress)
+
+        def finish(value):  # GUI thread: the result nodes
+            inputs, computed = value
+            self.result = self.logic.impl.make_result(inputs, computed)
+            show_volume(background=inputs.stir_volume)
+            self._show_result()
+            for w in self.result.warnings:
+                slicer.util.warningDisplay(w, windowTitle="VHIWorkflow")
+
+        self.controls.start("V_HI computation failed.", prepare, compute, finish)
 
     def _show_result(self) -> None:
         r = self.result
@@ -122,45 +142,66 @@ class VHIWorkflowPanel:
             tag = " <b>(primary)</b>" if key == primary else ""
             lines.append(f"V<sub>HI</sub> {key}{tag}: {v.volume_ml:.3f} mL = {v.volume_mm3:.1f} mm³ ({v.voxels} voxels)")
         self.ui.vhiLabel.text = "<br>".join(lines)
-        for b in (self.ui.cleanButton, self.ui.recomputeButton, self.ui.restoreButton, self.ui.exportButton):
-            b.enabled = True
+        self._set_result_buttons(True)
 
     def onClean(self, *_):
-        if self.result is not None:
-            open_segment_editor(self.result.segmentation, self.ui.stirSelector.currentNode())
+        if self.result is None:
+            return
+        from .editing import NestedEditing
+
+        def hand_off():
+            seg = self.result.segmentation
+            editor_node = open_segment_editor(seg, self.logic.impl.source_volume(seg))
+            self._end_cleaning()
+            self.cleaning = NestedEditing(editor_node, seg)
+            self.cleaning.begin()
+
+        guarded("Could not open Segment Editor.", hand_off)
+
+    def _recompute(self) -> None:
+        self._end_cleaning()
+        logic = self.logic.impl
+        self.result.vhi = logic.recompute(self.result.segmentation)
+        self._show_result()
+        edited = logic.is_edited(self.result.segmentation)
+        self.ui.statusLabel.text = "V_HI recomputed from the " + ("cleaned" if edited else "automatic") + " segments."
 
     def onRecompute(self, *_):
-        with slicer.util.tryWithErrorDisplay("Could not recompute V_HI.", waitCursor=True):
-            self.result.vhi = self.logic().recompute(self.result.segmentation)
-            self._show_result()
-            edited = self.logic().is_edited(self.result.segmentation)
-            self.ui.statusLabel.text = "V_HI recomputed from the " + ("cleaned" if edited else "automatic") + " segments."
+        if self.result is not None:
+            guarded("Could not recompute V_HI.", self._recompute)
 
     def onRestore(self, *_):
-        if not slicer.util.confirmOkCancelDisplay("Discard all cleaning and restore the automatic segments?"):
+        if self.result is None or not slicer.util.confirmOkCancelDisplay(
+                "Discard all cleaning and restore the automatic segments?"):
             return
-        with slicer.util.tryWithErrorDisplay("Could not restore the automatic result.", waitCursor=True):
-            self.logic().restore_automatic(self.result.segmentation)
-            self.onRecompute()
+
+        def restore():
+            self._end_cleaning()
+            self.logic.impl.restore_automatic(self.result.segmentation)
+            self._recompute()
+
+        guarded("Could not restore the automatic result.", restore)
 
     def onExport(self, *_):
         folder = self.ui.exportDirectoryLineEdit.currentPath
-        if not folder:
-            slicer.util.errorDisplay("Choose an export folder first.")
+        if not folder or self.result is None:
+            slicer.util.errorDisplay("Run V_HI and choose an export folder first.")
             return
         from .cli import VHI_OUTPUTS
         from .demo import overlay_png
         from .logic import SEG_CONSERVATIVE, SEG_DISEASE, SEG_SENSITIVE
         from mskquant import mrml
 
+        result, logic = self.result, self.logic.impl
+
         def write(out):
-            self.result.vhi = self.logic().recompute(self.result.segmentation)
-            self.logic().export(self.result, out.stage)
-            g = self.result.geometry
-            overlay_png(mrml.image_from_volume(self.ui.stirSelector.currentNode()),
-                        mrml.segment_mask(self.result.segmentation, SEG_DISEASE, g),
-                        mrml.segment_mask(self.result.segmentation, SEG_SENSITIVE, g),
-                        mrml.segment_mask(self.result.segmentation, SEG_CONSERVATIVE, g),
+            result.vhi = logic.recompute(result.segmentation)
+            logic.export(result, out.stage)
+            g = result.geometry
+            stir = logic.source_volume(result.segmentation)  # the run's STIR, not the selector's
+            overlay_png(mrml.image_from_volume(stir),
+                        *(mrml.segment_mask(result.segmentation, s, g) for s in (SEG_DISEASE, SEG_SENSITIVE,
+                                                                                   SEG_CONSERVATIVE)),
                         out.path("overlay.png"), "V_HI")
 
         if export_outputs(folder, list(VHI_OUTPUTS) + ["overlay.png"], write):
@@ -172,13 +213,18 @@ class VHIWorkflowPanel:
         from .comparison import compare_masks
 
         a, b = self.ui.compareASelector.currentNode(), self.ui.compareBSelector.currentNode()
-        with slicer.util.tryWithErrorDisplay("Comparison failed.", waitCursor=True):
+
+        def compare():
             if a is None or b is None:
                 raise ValueError("Select two segmentations to compare.")
             stir = self.ui.stirSelector.currentNode()
+            if stir is None and self.result is None:
+                raise ValueError("Select the STIR image the segmentations were drawn on.")
             g = mrml.geometry_of(stir) if stir is not None else self.result.geometry
             ma = mrml.segment_mask(a, self.ui.compareASegmentComboBox.currentText, g)
             mb = mrml.segment_mask(b, self.ui.compareBSegmentComboBox.currentText, g)
             c = compare_masks(ma, mb, g)
             self.ui.compareLabel.text = (f"Dice {c.dice:.3f}, Jaccard {c.jaccard:.3f}, volume similarity "
                                          f"{c.volume_similarity:.3f}<br>A {c.volume_a_ml:.3f} mL, B {c.volume_b_ml:.3f} mL")
+
+        guarded("Comparison failed.", compare)
