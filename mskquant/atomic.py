@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import OutputError
+from .outputlock import FolderLock
+
+STAGING_PREFIX = ".mskquant-staging-"
 
 
 @contextlib.contextmanager
@@ -52,7 +55,12 @@ class OutputFolder:
         self.overwrite = overwrite
         self._created = False
         self._stage: Path | None = None
-        self._check()
+        self._lock = FolderLock(self.out)  # before the checks: what they see stays true until the commit
+        try:
+            self._check()
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _check(self) -> None:
         out = self.out
@@ -85,7 +93,10 @@ class OutputFolder:
             except OSError as exc:
                 raise OutputError(f"Cannot create output folder {self.out}: {exc.strerror}.") from exc
             self._created = True
-        self._stage = Path(tempfile.mkdtemp(prefix=".mskquant-staging-", dir=self.out))
+        else:  # a run killed while writing left its staging folder: this run holds the lock, so it is stale
+            for stale in self.out.glob(f"{STAGING_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        self._stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out))
         return self
 
     @property
@@ -124,7 +135,10 @@ class OutputFolder:
             self._created = False
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        elif self._stage is not None:
-            self.commit()
+        try:
+            if exc_type is not None:
+                self.abort()
+            elif self._stage is not None:
+                self.commit()
+        finally:
+            self._lock.release()

@@ -493,6 +493,7 @@ def cmd_train(args) -> int:
     from mskquant.cli.common import progress_for, write_json
     from mskquant.device import describe_device, select_device
     from mskquant.errors import OutputError
+    from mskquant.outputlock import FolderLock
 
     from . import training as tr
 
@@ -510,6 +511,7 @@ def cmd_train(args) -> int:
                           f"start over.")
     if args.resume and args.overwrite:
         raise OutputError("Give either --resume or --overwrite, not both.")
+    lock = FolderLock(out)  # noqa: F841  (held until the command ends: one training per folder)
     device = select_device(args.device)
     progress = progress_for(args)
     maps = tr.label_maps_in(args.labelmaps)
