@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, native_stderr_captured, write_failure
 from .errors import InputError, OutputError
 from .image import LPS_TO_RAS, Geometry, Image
 
@@ -45,43 +45,17 @@ def preserve_locale():
 _TRUNCATION_MESSAGES = ("expected", "hit end of header", "fread got only", "not read completely", "unexpected end", "ended before")
 
 
-class _NativeStderr:
-    def __init__(self) -> None:
-        import tempfile
-
-        self.file = tempfile.TemporaryFile()
-
-    def text(self) -> str:
-        self.file.seek(0)
-        return self.file.read().decode("utf-8", "replace")
-
-
-@contextlib.contextmanager
-def _native_stderr_captured():
-    """Collect what native libraries (ITK's MetaIO, NRRD) print on file descriptor 2 meanwhile.
-
-    The user sees the one-line error built from it instead of the reader's own chatter.
-    """
-    import sys
-
-    sink = _NativeStderr()
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real descriptor 2 (embedded interpreter): nothing to capture
-        yield sink
-        return
-    os.dup2(sink.file.fileno(), 2)
-    try:
-        yield sink
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+def missing_input(path: Path, what: str) -> InputError:
+    """The error for an input path that is not there (a broken or looping symbolic link said as such)."""
+    if path.is_symlink():
+        return InputError(f"{what} {path} is a symbolic link that leads nowhere (its target is missing, or the link "
+                          f"points back to itself): give the file itself.")
+    return InputError(f"{what} {path} does not exist: check the path.")
 
 
 def _check_readable(path: Path, what: str) -> None:
     if not path.exists():
-        raise InputError(f"{what} file {path} does not exist: check the path.")
+        raise missing_input(path, f"{what} file")
     if path.is_dir():
         raise InputError(f"{what} {path} is a folder: give an image file (.nii.gz or .nrrd).")
     if not os.access(path, os.R_OK):
@@ -222,7 +196,7 @@ def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Im
     nifti = _read_nifti_raw(path, what) if str(path).endswith((".nii", ".nii.gz")) else None
     if str(path).endswith(".nrrd"):
         _check_nrrd_gzip(path, what)
-    with _native_stderr_captured() as native:
+    with native_stderr_captured() as native:
         try:
             img = sitk.ReadImage(str(path))
         except RuntimeError as exc:
@@ -237,6 +211,11 @@ def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Im
                          f"give a NIfTI (.nii/.nii.gz) or NRRD file.")
     dim = img.GetDimension()
     ncomp = img.GetNumberOfComponentsPerPixel()
+    if "complex" in img.GetPixelIDTypeAsString():
+        raise InputError(f"{what} file {path} holds complex values: give the magnitude image (a real-valued volume).")
+    if ncomp > 1 and not str(path).endswith((".nrrd", ".nhdr")):
+        raise InputError(f"{what} file {path} has {ncomp} values per voxel (a colour or vector image): give a "
+                         f"greyscale volume (one value per voxel).")
     arr = sitk.GetArrayFromImage(img)
     if dim == 3 and ncomp > 1:  # NRRD 'list' axis read as vector pixels: make it a leading series axis
         arr = np.moveaxis(arr, -1, 0)
@@ -286,8 +265,11 @@ def write_image(image: Image, path: "str | os.PathLike", compress: bool = True) 
     elif arr.dtype == np.float64:
         arr = arr.astype(np.float32)
     img = _sitk_from_array(arr, image.geometry)
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(img, str(tmp), compress)
+    with atomic_path(path) as tmp, native_stderr_captured() as native:
+        try:
+            sitk.WriteImage(img, str(tmp), compress)
+        except RuntimeError as exc:  # disk full, quota, read-only folder...
+            raise write_failure(path, f"{exc}\n{native.text()}") from None
     return path
 
 

@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, native_stderr_captured, write_failure
 
 RGB = Tuple[float, float, float]
 
@@ -161,11 +161,14 @@ def write_png(rgb: np.ndarray, path: "str | os.PathLike") -> Path:
     data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(arr.reshape(-1, c), deep=True,
                                                               array_type=vtk.VTK_UNSIGNED_CHAR))
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, native_stderr_captured() as native:
         writer = vtk.vtkPNGWriter()
         writer.SetFileName(str(tmp))
         writer.SetInputData(data)
         writer.Write()
+        if writer.GetErrorCode():
+            raise write_failure(path, f"{vtk.vtkErrorCode.GetStringFromErrorCode(writer.GetErrorCode())}\n"
+                                      f"{native.text()}")
     return path
 
 
@@ -246,12 +249,17 @@ def chart_png(chart: Chart, path: "str | os.PathLike", size: Tuple[int, int] = (
     grab.ReadFrontBufferOff()
     grab.Update()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        writer = vtk.vtkPNGWriter()
-        writer.SetFileName(str(tmp))
-        writer.SetInputConnection(grab.GetOutputPort())
-        writer.Write()
-    window.Finalize()
+    try:
+        with atomic_path(path) as tmp, native_stderr_captured() as native:
+            writer = vtk.vtkPNGWriter()
+            writer.SetFileName(str(tmp))
+            writer.SetInputConnection(grab.GetOutputPort())
+            writer.Write()
+            if writer.GetErrorCode():
+                raise write_failure(path, f"{vtk.vtkErrorCode.GetStringFromErrorCode(writer.GetErrorCode())}\n"
+                                          f"{native.text()}")
+    finally:
+        window.Finalize()
     return path
 
 
