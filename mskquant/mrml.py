@@ -25,8 +25,8 @@ from .image import Geometry, Image
 from . import raster
 
 slicer = import_slicer()
-import vtk  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
+from . import vtklite as vtk  # noqa: E402
+from .vtklite import numpy_support  # noqa: E402
 
 
 # --- matrices -----------------------------------------------------------------------------
