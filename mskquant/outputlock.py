@@ -23,11 +23,24 @@ from .errors import OutputError
 _HELD: Dict[int, "FolderLock"] = {}
 
 
+def _lock_nonblocking(fd: int) -> None:
+    """An exclusive lock the kernel drops with the process; OSError when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows (Slicer's panels export through OutputFolder too): a byte-range lock
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def lock_dir() -> Path:
     """Where the lock files live: ``$XDG_RUNTIME_DIR/mskquant-locks`` or ``<tmp>/mskquant-locks-<uid>``."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
     base = Path(runtime) / "mskquant-locks" if runtime and os.path.isdir(runtime) else \
-        Path(tempfile.gettempdir()) / f"mskquant-locks-{os.getuid()}"
+        Path(tempfile.gettempdir()) / f"mskquant-locks-{user}"
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     return base
 
@@ -36,8 +49,6 @@ class FolderLock:
     """``FolderLock(out)`` locks ``out`` or raises :class:`OutputError` naming the process that holds it."""
 
     def __init__(self, folder: "str | os.PathLike") -> None:
-        import fcntl
-
         self.folder = Path(folder).expanduser()
         key = str(self.folder.resolve())
         try:
@@ -47,14 +58,19 @@ class FolderLock:
             raise OutputError(f"Cannot lock output folder {self.folder} ({exc.strerror}: {exc.filename}): set TMPDIR "
                               f"(or XDG_RUNTIME_DIR) to a folder you can write to.") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode("ascii", "replace").split("\n")[0].strip()
+            _lock_nonblocking(fd)
+        except OSError:  # held by another process
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 64).decode("ascii", "replace").split("\n")[0].strip()
+            except OSError:  # Windows forbids reading a locked byte
+                holder = ""
             os.close(fd)
             who = f"process {holder}" if holder.isdigit() else "another process"
             raise OutputError(f"Output folder {self.folder} is in use by {who} (another mskquant run is writing "
                               f"there): wait for it to finish, or choose another output folder.") from None
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n{key}\n".encode())
         self._fd = fd
         _HELD[id(self)] = self
