@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import OutputError
+from .outputlock import FolderLock
+
+STAGING_PREFIX = ".mskquant-staging-"
 
 
 @contextlib.contextmanager
@@ -36,6 +39,49 @@ def atomic_path(path: "str | os.PathLike") -> Iterator[Path]:
             tmp.unlink()
 
 
+class _NativeStderr:
+    def __init__(self) -> None:
+        import tempfile
+
+        self.file = tempfile.TemporaryFile()
+
+    def text(self) -> str:
+        self.file.seek(0)
+        return self.file.read().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def native_stderr_captured():
+    """Collect what native libraries (ITK's MetaIO, NRRD) print on file descriptor 2 meanwhile.
+
+    The user sees the one-line error built from it instead of the reader's own chatter.
+    """
+    import sys
+
+    sink = _NativeStderr()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor 2 (embedded interpreter): nothing to capture
+        yield sink
+        return
+    os.dup2(sink.file.fileno(), 2)
+    try:
+        yield sink
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def write_failure(path: "str | os.PathLike", said: str) -> OutputError:
+    """The one-line error for a native writer (ITK, VTK) that failed; ``said`` is what it reported."""
+    lines = [ln.strip() for ln in str(said).splitlines() if ln.strip()]
+    low = str(said).lower()
+    reason = ("no space left on the device" if "space" in low else
+              "permission denied" if "permission" in low else (lines[-1][-120:] if lines else "the writer failed"))
+    return OutputError(f"Cannot write {path} ({reason}): free some space or choose another output folder.")
+
+
 class OutputFolder:
     """A results folder filled through a staging area.
 
@@ -52,7 +98,12 @@ class OutputFolder:
         self.overwrite = overwrite
         self._created = False
         self._stage: Path | None = None
-        self._check()
+        self._lock = FolderLock(self.out)  # before the checks: what they see stays true until the commit
+        try:
+            self._check()
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _check(self) -> None:
         out = self.out
@@ -85,7 +136,10 @@ class OutputFolder:
             except OSError as exc:
                 raise OutputError(f"Cannot create output folder {self.out}: {exc.strerror}.") from exc
             self._created = True
-        self._stage = Path(tempfile.mkdtemp(prefix=".mskquant-staging-", dir=self.out))
+        else:  # a run killed while writing left its staging folder: this run holds the lock, so it is stale
+            for stale in self.out.glob(f"{STAGING_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        self._stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out))
         return self
 
     @property
@@ -124,7 +178,16 @@ class OutputFolder:
             self._created = False
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        elif self._stage is not None:
-            self.commit()
+        try:
+            if exc_type is None and self._stage is not None:
+                try:
+                    self.commit()
+                except OSError as error:
+                    exc_type, exc = type(error), error
+            if exc_type is not None:
+                self.abort()
+                if isinstance(exc, OSError):  # disk full, quota, read-only or vanished folder: the user's to fix
+                    raise OutputError(f"Cannot write the results into {self.out} ({exc.strerror or exc}): free some "
+                                      f"space or choose another output folder; nothing was written.") from exc
+        finally:
+            self._lock.release()

@@ -44,3 +44,47 @@ def describe_device(device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def describe_device_without_loading(preference: str = "auto") -> str:
+    """What :func:`select_device` would choose, told without importing torch (for ``mskquant info``).
+
+    Importing torch takes seconds; ``info`` must answer at once. The choice is CUDA only when
+    the environment allows it, the installed torch is a CUDA build (its ``version.py``) and
+    the NVIDIA driver shows a GPU; when torch is already loaded it is asked directly.
+    """
+    import sys
+
+    if "torch" in sys.modules:
+        return describe_device(select_device(preference))
+    import importlib.util
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    pref = (preference or "auto").lower()
+    if pref == "auto":
+        pref = os.environ.get(ENV_DEVICE, "auto").lower() or "auto"
+    if pref == "cpu":
+        return f"cpu ({cores} cores; {ENV_DEVICE}=cpu)" if preference == "auto" else f"cpu ({cores} cores)"
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        raise MSKQuantError("PyTorch is not installed: install it (the PyTorch extension in Slicer, or pip).")
+    version_py = os.path.join(list(spec.submodule_search_locations)[0], "version.py")
+    try:
+        with open(version_py, encoding="utf-8") as fh:
+            cuda_build = any(line.startswith("cuda") and "None" not in line for line in fh)
+    except OSError:
+        cuda_build = False
+    gpus = sorted(os.listdir("/proc/driver/nvidia/gpus")) if os.path.isdir("/proc/driver/nvidia/gpus") else []
+    if cuda_build and gpus:
+        name = "NVIDIA GPU"
+        try:
+            with open(f"/proc/driver/nvidia/gpus/{gpus[0]}/information", encoding="utf-8") as fh:
+                name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("Model:")), name)
+        except OSError:
+            pass
+        return f"cuda ({name})"
+    if pref == "cuda":
+        raise MSKQuantError("CUDA was requested but " + ("this PyTorch is a CPU-only build" if not cuda_build else
+                                                         "no NVIDIA GPU is visible") +
+                            ": install a CUDA build of PyTorch (PyTorch extension in Slicer) or run on the CPU.")
+    return f"cpu ({cores} cores; {'no CUDA GPU visible' if cuda_build else 'CPU-only PyTorch build'})"

@@ -98,7 +98,7 @@ class SlicerRuntime:
 def create_headless_runtime() -> SlicerRuntime:
     """A fresh scene + application logic with the built-in module logics registered."""
     slicer = import_slicer()
-    import vtk
+    from . import vtklite as vtk
 
     scene = slicer.vtkMRMLScene()
     app_logic = slicer.vtkSlicerApplicationLogic()

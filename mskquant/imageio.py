@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, native_stderr_captured, write_failure
 from .errors import InputError, OutputError
 from .image import LPS_TO_RAS, Geometry, Image
 
@@ -41,9 +41,21 @@ def preserve_locale():
             pass
 
 
+# What ITK's readers say (in the exception or on the C++ stderr) about a file cut short.
+_TRUNCATION_MESSAGES = ("expected", "hit end of header", "fread got only", "not read completely", "unexpected end", "ended before")
+
+
+def missing_input(path: Path, what: str) -> InputError:
+    """The error for an input path that is not there (a broken or looping symbolic link said as such)."""
+    if path.is_symlink():
+        return InputError(f"{what} {path} is a symbolic link that leads nowhere (its target is missing, or the link "
+                          f"points back to itself): give the file itself.")
+    return InputError(f"{what} {path} does not exist: check the path.")
+
+
 def _check_readable(path: Path, what: str) -> None:
     if not path.exists():
-        raise InputError(f"{what} file {path} does not exist: check the path.")
+        raise missing_input(path, f"{what} file")
     if path.is_dir():
         raise InputError(f"{what} {path} is a folder: give an image file (.nii.gz or .nrrd).")
     if not os.access(path, os.R_OK):
@@ -62,38 +74,115 @@ def _geometry_from_sitk(img, spatial_dims: int = 3) -> Geometry:
     return Geometry(tuple(size), LPS_TO_RAS @ m)
 
 
-def _nifti_nonfinite(path: Path, shape) -> "tuple[np.ndarray, np.ndarray] | None":
+class _NiftiHeader:
+    """The few fields of a NIfTI-1/2 header needed to check a file is whole and to find NaN/Inf."""
+
+    def __init__(self, raw: bytes) -> None:
+        import struct
+
+        self.valid = False
+        if len(raw) < 348:
+            return
+        for endian in ("<", ">"):
+            sizeof_hdr = struct.unpack(endian + "i", raw[:4])[0]
+            if sizeof_hdr in (348, 540):
+                break
+        else:
+            return
+        if sizeof_hdr == 540 and len(raw) < 540:
+            return
+        self.endian = endian
+        if sizeof_hdr == 348:  # NIfTI-1
+            dims = struct.unpack(endian + "8h", raw[40:56])
+            self.datatype, bitpix = struct.unpack(endian + "2h", raw[70:74])
+            self.vox_offset = int(struct.unpack(endian + "f", raw[108:112])[0])
+        else:  # NIfTI-2
+            self.datatype, bitpix = struct.unpack(endian + "2h", raw[12:16])
+            dims = struct.unpack(endian + "8q", raw[16:80])
+            self.vox_offset = int(struct.unpack(endian + "q", raw[168:176])[0])
+        ndim = dims[0]
+        if not 1 <= ndim <= 7 or bitpix <= 0 or min(dims[1:ndim + 1]) < 1:
+            return  # ITK judges such headers itself
+        self.data_bytes = int(np.prod([int(d) for d in dims[1:ndim + 1]], dtype=object)) * bitpix // 8
+        self.valid = True
+
+
+def _read_nifti_raw(path: Path, what: str) -> "tuple[bytes, _NiftiHeader]":
+    """A NIfTI file's (decompressed) bytes, refused when the file is truncated or its gzip stream corrupt.
+
+    ITK's reader fills what a truncated file lacks with zeros and reports nothing, so the
+    completeness of the file is checked here before ITK sees it.
+    """
+    import gzip
+    import zlib
+
+    fix = "copy or export the file again (it is incomplete or damaged)."
+    try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
+    except EOFError:
+        raise InputError(f"{what} file {path} is truncated (its compressed data ends early): {fix}") from None
+    except gzip.BadGzipFile:
+        raise InputError(f"{what} file {path} cannot be read as an image (not gzip data, although its name ends in "
+                         f".gz): give a NIfTI (.nii/.nii.gz) or NRRD file.") from None
+    except (OSError, zlib.error) as exc:
+        raise InputError(f"{what} file {path} cannot be decompressed ({exc}): {fix}") from None
+    if len(raw) < 348:
+        raise InputError(f"{what} file {path} holds {len(raw)} bytes, less than a NIfTI header: {fix[:-1]}, "
+                         f"or not a NIfTI file).")
+    header = _NiftiHeader(raw)
+    if header.valid and len(raw) < header.vox_offset + header.data_bytes:
+        raise InputError(f"{what} file {path} is truncated ({len(raw)} of {header.vox_offset + header.data_bytes} "
+                         f"bytes): {fix}")
+    return raw, header
+
+
+def _check_nrrd_gzip(path: Path, what: str) -> None:
+    """Refuse a gzip-encoded NRRD whose compressed stream is cut short.
+
+    Teem's reader stops once it has the voxels it expects, so a file that lost only its
+    gzip trailer (CRC and length) reads without complaint; Python's zlib checks the stream.
+    """
+    import zlib
+
+    with open(path, "rb") as fh:
+        data = fh.read()
+    end = data.find(b"\n\n")
+    if not data.startswith(b"NRRD") or end < 0:
+        return  # ITK's reader judges it
+    fields = {}
+    for line in data[:end].decode("latin-1").splitlines()[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip().lower()] = value.lstrip("=").strip().lower()
+    if fields.get("encoding") not in ("gzip", "gz") or "data file" in fields or "datafile" in fields:
+        return
+    stream = zlib.decompressobj(wbits=31)
+    try:
+        stream.decompress(data[end + 2:])
+    except zlib.error as exc:
+        raise InputError(f"{what} file {path} cannot be decompressed ({exc}): copy or export the file again "
+                         f"(it is incomplete or damaged).") from None
+    if not stream.eof:
+        raise InputError(f"{what} file {path} is truncated (its compressed data ends early): copy or export the "
+                         f"file again (it is incomplete or damaged).")
+
+
+def _nifti_nonfinite(raw: bytes, header: _NiftiHeader, shape) -> "tuple[np.ndarray, np.ndarray] | None":
     """Where a float NIfTI file holds NaN/Inf on disk (mask ``[t,]k, j, i``, values), or None.
 
     The NIfTI library inside ITK (and Slicer) silently turns NaN/Inf into 0 on reading; a
     threshold computed over such voxels would be wrong without a word, so the raw voxels are
     checked here and the non-finite ones restored for the pipelines to report.
     """
-    import gzip
-    import struct
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
-    if len(raw) < 348:
-        return None
-    for endian in ("<", ">"):
-        sizeof_hdr = struct.unpack(endian + "i", raw[:4])[0]
-        if sizeof_hdr in (348, 540):
-            break
-    else:
-        return None
-    if sizeof_hdr == 348:  # NIfTI-1
-        datatype = struct.unpack(endian + "h", raw[70:72])[0]
-        vox_offset = int(struct.unpack(endian + "f", raw[108:112])[0])
-    else:  # NIfTI-2
-        datatype = struct.unpack(endian + "h", raw[12:14])[0]
-        vox_offset = int(struct.unpack(endian + "q", raw[168:176])[0])
     dtypes = {16: "f4", 64: "f8"}
-    if datatype not in dtypes:
+    if not header.valid or header.datatype not in dtypes:
         return None  # integer voxels cannot hold NaN
     count = int(np.prod(shape))
-    data = np.frombuffer(raw, dtype=endian + dtypes[datatype], count=count, offset=vox_offset)
+    data = np.frombuffer(raw, dtype=header.endian + dtypes[header.datatype], count=count, offset=header.vox_offset)
     bad = ~np.isfinite(data)
     return (bad.reshape(shape), data[bad]) if bad.any() else None
 
@@ -104,14 +193,29 @@ def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Im
 
     path = Path(path).expanduser()
     _check_readable(path, what)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
+    nifti = _read_nifti_raw(path, what) if str(path).endswith((".nii", ".nii.gz")) else None
+    if str(path).endswith(".nrrd"):
+        _check_nrrd_gzip(path, what)
+    with native_stderr_captured() as native:
+        try:
+            img = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            img, error = None, str(exc)
+    if img is None:
+        said = f"{error}\n{native.text()}"
+        if any(m in said for m in _TRUNCATION_MESSAGES):
+            raise InputError(f"{what} file {path} is truncated (it holds less voxel data than its header "
+                             f"describes): copy or export the file again (it is incomplete or damaged).")
+        first = error.strip().splitlines()[-1] if error.strip() else "unknown reason"
         raise InputError(f"{what} file {path} cannot be read as an image ({first[:160]}): "
-                         f"give a NIfTI (.nii/.nii.gz) or NRRD file.") from exc
+                         f"give a NIfTI (.nii/.nii.gz) or NRRD file.")
     dim = img.GetDimension()
     ncomp = img.GetNumberOfComponentsPerPixel()
+    if "complex" in img.GetPixelIDTypeAsString():
+        raise InputError(f"{what} file {path} holds complex values: give the magnitude image (a real-valued volume).")
+    if ncomp > 1 and not str(path).endswith((".nrrd", ".nhdr")):
+        raise InputError(f"{what} file {path} has {ncomp} values per voxel (a colour or vector image): give a "
+                         f"greyscale volume (one value per voxel).")
     arr = sitk.GetArrayFromImage(img)
     if dim == 3 and ncomp > 1:  # NRRD 'list' axis read as vector pixels: make it a leading series axis
         arr = np.moveaxis(arr, -1, 0)
@@ -121,8 +225,8 @@ def read_image(path: "str | os.PathLike", what: str = "Image", dtype=None) -> Im
     elif dim != 3:
         raise InputError(f"{what} file {path} is {dim}D: a 3D volume (or a 4D echo series) is needed.")
     geometry = _geometry_from_sitk(img, 3)
-    if (str(path).endswith((".nii", ".nii.gz")) and np.issubdtype(arr.dtype, np.floating)):
-        found = _nifti_nonfinite(path, arr.shape)
+    if nifti is not None and np.issubdtype(arr.dtype, np.floating):
+        found = _nifti_nonfinite(*nifti, arr.shape)
         if found is not None:
             arr = arr.copy()
             arr[found[0]] = found[1]
@@ -161,8 +265,11 @@ def write_image(image: Image, path: "str | os.PathLike", compress: bool = True) 
     elif arr.dtype == np.float64:
         arr = arr.astype(np.float32)
     img = _sitk_from_array(arr, image.geometry)
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(img, str(tmp), compress)
+    with atomic_path(path) as tmp, native_stderr_captured() as native:
+        try:
+            sitk.WriteImage(img, str(tmp), compress)
+        except RuntimeError as exc:  # disk full, quota, read-only folder...
+            raise write_failure(path, f"{exc}\n{native.text()}") from None
     return path
 
 

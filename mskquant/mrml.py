@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, native_stderr_captured, write_failure
 from .csvio import write_rows_csv  # re-exported: the MRML-layer callers write CSVs through mrml
 from .errors import InputError, OutputError
 from .headless import SlicerRuntime, import_slicer
@@ -25,8 +25,8 @@ from .image import Geometry, Image
 from . import raster
 
 slicer = import_slicer()
-import vtk  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
+from . import vtklite as vtk  # noqa: E402
+from .vtklite import numpy_support  # noqa: E402
 
 
 # --- matrices -----------------------------------------------------------------------------
@@ -492,10 +492,10 @@ def save_segmentation(seg_node, path: "str | os.PathLike") -> Path:
     if not str(path).endswith(".seg.nrrd"):
         raise OutputError(f"Segmentation file {path} must end with .seg.nrrd.")
     storage = slicer.vtkMRMLSegmentationStorageNode()
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, native_stderr_captured() as native:
         storage.SetFileName(str(tmp))
         if not storage.WriteData(seg_node):
-            raise OutputError(f"Could not write segmentation {path}.")
+            raise write_failure(path, native.text())
     return path
 
 

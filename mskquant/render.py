@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, native_stderr_captured, write_failure
 
 RGB = Tuple[float, float, float]
 
@@ -85,8 +85,8 @@ def resize_nearest(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def text_image(text: str, font_size: int = 16, color: RGB = (1, 1, 1)) -> np.ndarray:
     """RGBA uint8 image of a line of text (VTK FreeType, no OpenGL needed)."""
-    import vtk
-    from vtk.util import numpy_support
+    from . import vtklite as vtk
+    from .vtklite import numpy_support
 
     renderer = vtk.vtkTextRenderer.GetInstance()
     prop = vtk.vtkTextProperty()
@@ -148,8 +148,8 @@ def colorbar(cmap: str, vmin: float, vmax: float, label: str, height: int = 200,
 
 def write_png(rgb: np.ndarray, path: "str | os.PathLike") -> Path:
     """Write an RGB (or grey) uint8 image, row 0 at the top, atomically."""
-    import vtk
-    from vtk.util import numpy_support
+    from . import vtklite as vtk
+    from .vtklite import numpy_support
 
     arr = np.asarray(rgb)
     if arr.ndim == 2:
@@ -161,11 +161,14 @@ def write_png(rgb: np.ndarray, path: "str | os.PathLike") -> Path:
     data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(arr.reshape(-1, c), deep=True,
                                                               array_type=vtk.VTK_UNSIGNED_CHAR))
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, native_stderr_captured() as native:
         writer = vtk.vtkPNGWriter()
         writer.SetFileName(str(tmp))
         writer.SetInputData(data)
         writer.Write()
+        if writer.GetErrorCode():
+            raise write_failure(path, f"{vtk.vtkErrorCode.GetStringFromErrorCode(writer.GetErrorCode())}\n"
+                                      f"{native.text()}")
     return path
 
 
@@ -200,7 +203,7 @@ class Chart:
 def chart_png(chart: Chart, path: "str | os.PathLike", size: Tuple[int, int] = (640, 480)) -> Path:
     """Render a chart off-screen with VTK and write it as PNG."""
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    import vtk
+    from . import vtklite as vtk
 
     window = vtk.vtkRenderWindow()
     window.SetOffScreenRendering(1)
@@ -246,12 +249,17 @@ def chart_png(chart: Chart, path: "str | os.PathLike", size: Tuple[int, int] = (
     grab.ReadFrontBufferOff()
     grab.Update()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        writer = vtk.vtkPNGWriter()
-        writer.SetFileName(str(tmp))
-        writer.SetInputConnection(grab.GetOutputPort())
-        writer.Write()
-    window.Finalize()
+    try:
+        with atomic_path(path) as tmp, native_stderr_captured() as native:
+            writer = vtk.vtkPNGWriter()
+            writer.SetFileName(str(tmp))
+            writer.SetInputConnection(grab.GetOutputPort())
+            writer.Write()
+            if writer.GetErrorCode():
+                raise write_failure(path, f"{vtk.vtkErrorCode.GetStringFromErrorCode(writer.GetErrorCode())}\n"
+                                          f"{native.text()}")
+    finally:
+        window.Finalize()
     return path
 
 
@@ -278,8 +286,8 @@ def display_slice(array_kji: np.ndarray, geometry, index: int, axis: int = 0) ->
 
 def read_png(path: "str | os.PathLike") -> np.ndarray:
     """An RGB uint8 array (row 0 at the top) from a PNG file."""
-    import vtk
-    from vtk.util import numpy_support
+    from . import vtklite as vtk
+    from .vtklite import numpy_support
 
     reader = vtk.vtkPNGReader()
     reader.SetFileName(str(path))

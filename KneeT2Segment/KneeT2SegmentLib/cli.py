@@ -227,7 +227,7 @@ def cmd_knee_t2(args) -> int:
     params = KneeT2Parameters(skip_echoes=args.skip_echoes, t2_max_ms=args.t2_max, noise_sigma=args.noise_sigma,
                               laterality=args.laterality, whole_volume=args.whole_volume, model_id=args.model,
                               device=args.device).validate()
-    te = list(validate_echo_times(parse_echo_times(args.te), None, "--te")) if args.te else None
+    te = list(validate_echo_times(parse_echo_times(args.te), None, "--te")) if args.te is not None else None
     out = OutputFolder(args.out, KNEE_T2_OUTPUTS, overwrite=args.overwrite)
     progress = progress_for(args)
     # Read and check everything before touching the output folder.
@@ -271,9 +271,14 @@ def _summary(folder: str, what: str) -> dict:
         raise InputError(f"{path} is not a knee-t2 result folder (no knee_t2.json): run 'mskquant knee-t2' for the "
                          f"{what} first.")
     try:
-        return json.loads(f.read_text(encoding="utf-8"))
+        summary = json.loads(f.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InputError(f"{f} is not valid JSON ({exc}): run 'mskquant knee-t2' for the {what} again.") from None
+    missing = [k for k in ("regions", "laterality") if not isinstance(summary, dict) or k not in summary]
+    if missing:
+        raise InputError(f"{f} is not a knee-t2 result (no {', '.join(missing)}): run 'mskquant knee-t2' for the "
+                         f"{what} again.")
+    return summary
 
 
 def cmd_change(args) -> int:
@@ -502,6 +507,7 @@ def cmd_train(args) -> int:
     from mskquant.cli.common import progress_for, write_json
     from mskquant.device import describe_device, select_device
     from mskquant.errors import OutputError
+    from mskquant.outputlock import FolderLock
 
     from . import training as tr
 
@@ -521,6 +527,7 @@ def cmd_train(args) -> int:
                           f"start over.")
     if args.resume and args.overwrite:
         raise OutputError("Give either --resume or --overwrite, not both.")
+    lock = FolderLock(out)  # noqa: F841  (held until the command ends: one training per folder)
     device = select_device(args.device)
     progress = progress_for(args)
     maps = tr.label_maps_in(args.labelmaps)

@@ -76,7 +76,11 @@ def validate_echo_times(values, n_echoes: Optional[int] = None, what: str = "the
     if te.size == 0:
         raise InputError(f"No echo times for {what}: give them in ms, e.g. --te 10,20,30,40,50,60,70.")
     if not np.all(np.isfinite(te)) or np.any(te <= 0):
-        raise InputError(f"Echo times must be positive numbers of ms (got {_fmt(te)}) for {what}.")
+        raise InputError(f"Echo times must be positive numbers of ms (got {_fmt(te)}) for {what}: give them in ms, "
+                         f"e.g. --te 10,20,30,40,50,60,70.")
+    if te.max() < 1.0:  # no spin-echo series has all its echoes within 1 ms
+        raise InputError(f"The echo times of {what} ({_fmt(te)}) look like seconds: give them in ms, "
+                         f"e.g. --te 10,20,30,40,50,60,70.")
     diffs = np.diff(te)
     if np.any(diffs == 0):
         dup = te[1:][diffs == 0][0]
@@ -382,7 +386,9 @@ def read_mese(path: "str | os.PathLike", echo_times_ms: Optional[Sequence[float]
     """A MESE series from a 4D file or a folder (DICOM images, or a folder holding one 4D image)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise InputError(f"MESE input {path} does not exist: check the path.")
+        from mskquant.imageio import missing_input
+
+        raise missing_input(path, "MESE input")
     if path.is_dir():
         images = [p for p in sorted(path.iterdir()) if p.is_file() and
                   p.name.endswith((".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"))]

@@ -32,12 +32,14 @@ class KneeT2Parameters:
         from .mese import normalize_laterality
 
         if int(self.skip_echoes) != self.skip_echoes or self.skip_echoes < 0:
-            raise InputError(f"The number of first echoes to skip must be 0 or more (got {self.skip_echoes}).")
+            raise InputError(f"The number of first echoes to skip must be 0 or more (got {self.skip_echoes}): use 1 "
+                             f"(the default, the stimulated first echo) or 0.")
         if not (0 <= self.t2_min_ms < self.t2_max_ms):
             raise InputError(f"The valid T2 range must satisfy 0 <= min < max (got {self.t2_min_ms:g}, "
-                             f"{self.t2_max_ms:g} ms).")
+                             f"{self.t2_max_ms:g} ms): use a maximum above the minimum (default 100 ms).")
         if self.noise_sigma is not None and not (self.noise_sigma >= 0):
-            raise InputError(f"The noise SD must be 0 or more (got {self.noise_sigma}).")
+            raise InputError(f"The noise SD must be 0 or more (got {self.noise_sigma}): give the noise SD per channel, "
+                             f"or leave it out to estimate it from the background air.")
         normalize_laterality(self.laterality)
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"Unknown device '{self.device}': use auto, cpu or cuda.")

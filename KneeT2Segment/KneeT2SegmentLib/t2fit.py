@@ -94,7 +94,8 @@ class FitSettings:
         if not (0 <= lo < hi):
             raise InputError(f"The valid T2 range must satisfy 0 <= min < max (got {lo}, {hi}).")
         if self.noise_sigma is not None and not (np.isfinite(self.noise_sigma) and self.noise_sigma >= 0):
-            raise InputError(f"The noise SD must be a finite number >= 0 (got {self.noise_sigma}).")
+            raise InputError(f"The noise SD must be a finite number >= 0 (got {self.noise_sigma}): give the noise SD per "
+                             f"channel, or leave it out to estimate it from the background air.")
         if self.max_iterations < 1 or self.chunk_voxels < 1:
             raise InputError("Iterations and chunk size must be positive.")
         return self

@@ -13,8 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .logic import OUTPUT_FILES
-from .network import POOLINGS
+from .parameters import OUTPUT_FILES, POOLINGS
 
 PHANTOM_README = "pairs.csv"
 TRAIN_OUTPUTS = ("best_model.pt", "model_entry.json", "cv.json", "folds.csv", "predictions.csv", "history.csv",

@@ -29,12 +29,11 @@ from mskquant.headless import SlicerRuntime, current_runtime
 from mskquant.image import Image
 from mskquant.progress import Progress, as_progress
 
-from .parameters import PainCAMParameters
+from .parameters import OUTPUT_FILES, PainCAMParameters  # noqa: F401  (OUTPUT_FILES: the export's files)
 from .pipeline import SIDES, PainModel, PainResult, analyse_pair, load_pain_model
 
 HEAT_COLOR_NODE = "MSKQuant CAM heat"
 CAM_THRESHOLD = 0.05
-OUTPUT_FILES = ("pain.json", "pain.csv", "cam_left.nii.gz", "cam_right.nii.gz", "cam_overlay.png")
 TABLE_COLUMNS = ("knee", "p_painful", "painful", "centre_slice", "centre_source", "max_cam_slice", "max_mean_cam")
 
 
@@ -103,7 +102,15 @@ class PainCAMLogic:
         if not volume.IsA("vtkMRMLScalarVolumeNode") or volume.IsA("vtkMRMLLabelMapVolumeNode"):
             raise InputError(f"The {side} knee input {_describe(volume)} is not a grey-level volume: select the "
                              f"sagittal MRI series.")
-        return mrml.image_from_volume(volume, dtype=np.float32)
+        image = mrml.image_from_volume(volume, dtype=np.float32)
+        bad = int(np.count_nonzero(~np.isfinite(image.array)))
+        if bad:
+            raise InputError(f"The {side} knee input {_describe(volume)} holds {bad} NaN/infinite voxel(s): give the "
+                             f"scan as acquired (no NaN or infinite values).")
+        if image.array.size and image.array.min() == image.array.max():
+            raise InputError(f"The {side} knee input {_describe(volume)} has one intensity everywhere (blank or "
+                             f"constant): give the knee's sagittal MRI series.")
+        return image
 
     # --- the workflow: MRML in (GUI thread), numbers (any thread), MRML out (GUI thread) ---------
     def run(self, left_volume, right_volume, params: Optional[PainCAMParameters] = None,
@@ -119,6 +126,9 @@ class PainCAMLogic:
         if left_volume is not None and left_volume is right_volume:
             raise InputError("The same volume is selected as the left and the right knee: select one series per knee.")
         images = {"left": self.knee_image(left_volume, "left"), "right": self.knee_image(right_volume, "right")}
+        if images["left"].geometry.same_grid(images["right"].geometry) and \
+                np.array_equal(images["left"].array, images["right"].array):
+            raise InputError("The left and the right knee inputs hold the same image: give one scan per knee.")
         return {"volumes": {"left": left_volume, "right": right_volume}, "images": images, "params": params,
                 "names": (left_volume.GetName(), right_volume.GetName()), "name": name}
 

@@ -50,10 +50,11 @@ from torch.nn import functional as F
 
 from mskquant.errors import ModelError
 
+from .parameters import POOLINGS
+
 PAPER_WIDTHS = (64, 128, 256, 256, 512, 512)
 DEMO_WIDTHS = (8, 16, 32, 32, 64, 64)  # the bundled demo model
 ARCHITECTURE_NAME = "siamese-pain-cam"
-POOLINGS = ("average", "lse")
 
 
 def branch_layers(widths: Sequence[int]) -> nn.Sequential:

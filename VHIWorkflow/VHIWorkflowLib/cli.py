@@ -154,6 +154,7 @@ def cmd_compare(args) -> int:
 
 def cmd_agreement(args) -> int:
     import csv
+    import math
 
     from mskquant import render
     from mskquant.atomic import OutputFolder
@@ -164,17 +165,26 @@ def cmd_agreement(args) -> int:
     from .comparison import agreement, compare_masks
 
     out = OutputFolder(args.out, ("agreement.csv", "agreement.json", "bland_altman.png"), args.overwrite)
-    pairs = Path(args.pairs)
+    pairs = Path(args.pairs).expanduser()
     if not pairs.is_file():
         raise InputError(f"Pairs file {pairs} does not exist: give a CSV with columns subject,a,b.")
-    with open(pairs, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(pairs, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets write a byte-order mark
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{pairs} is not a UTF-8 CSV text file ({exc}): save it as CSV (UTF-8) with columns "
+                         f"subject,a,b.") from None
     if not rows or not {"subject", "a", "b"} <= set(rows[0]):
-        raise InputError(f"{pairs} needs a header with columns subject,a,b.")
+        raise InputError(f"{pairs} needs a header with columns subject,a,b and one row per subject: fix the file.")
     subjects, va, vb = [], [], []
-    for r in rows:
+    for n, r in enumerate(rows, start=2):
+        if not (r["a"] or "").strip() or not (r["b"] or "").strip():
+            raise InputError(f"Row {n} of {pairs} has an empty a or b: give a V_HI (mL) or a mask file for both.")
         try:
             x, y = float(r["a"]), float(r["b"])
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise InputError(f"Row {n} of {pairs} holds a value that is not a finite number ({r['a']}, {r['b']}): "
+                                 f"give V_HI in mL.")
         except ValueError:
             base = pairs.parent
             a, b, _ = _load_mask_pair(str(base / r["a"]), str(base / r["b"]))

@@ -45,7 +45,8 @@ def compare_masks(a: np.ndarray, b: np.ndarray, geometry: Geometry) -> MaskCompa
 
 def agreement(values_a: Sequence[float], values_b: Sequence[float]) -> BlandAltman:
     if len(values_a) < 2:
-        raise InputError("Bland-Altman agreement needs at least 2 subjects with both measurements.")
+        raise InputError("Bland-Altman agreement needs at least 2 subjects with both measurements: give one row per "
+                         "subject, two or more.")
     return bland_altman(values_a, values_b)
 
 

@@ -31,7 +31,8 @@ class VHIParameters:
         if self.n_step <= 0:
             raise InputError(f"The n step must be positive (got {self.n_step}).")
         if self.min_island_pixels < 1:
-            raise InputError(f"The minimum island size must be at least 1 pixel (got {self.min_island_pixels}).")
+            raise InputError(f"The minimum island size must be at least 1 pixel (got {self.min_island_pixels}): use 1 or "
+                             f"more (the paper's 4 is the default).")
         if not 0 < self.probability_threshold < 1:
             raise InputError(f"The probability threshold must be between 0 and 1 (got {self.probability_threshold}).")
         if self.primary not in ("sensitive", "conservative"):

@@ -14,6 +14,7 @@ import sys
 from typing import List, Optional
 
 from ..errors import MSKQuantError
+from ..outputlock import release_all
 from ..progress import Cancelled
 
 # Each module's Lib provides register(subparsers) (argparse only; heavy imports are lazy).
@@ -56,6 +57,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("mskquant: cancelled; no results were written", file=sys.stderr)
         return 130
+    finally:
+        release_all()  # output folders locked by a run that failed before writing
 
 
 if __name__ == "__main__":  # pragma: no cover

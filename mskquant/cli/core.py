@@ -64,7 +64,7 @@ def _version(dist: str) -> str:
 
 def cmd_info(args) -> int:
     import mskquant
-    from ..device import describe_device, select_device
+    from ..device import describe_device_without_loading
     from ..models import ModelStore, offline_mode
     from ..paths import shared_data_dir
 
@@ -72,7 +72,7 @@ def cmd_info(args) -> int:
     for dist in ("torch", "numpy", "scipy", "SimpleITK", "vtk", "slicer-core"):
         print(f"  {dist:<11} {_version(dist)}")
     try:
-        print(f"device       {describe_device(select_device('auto'))}")
+        print(f"device       {describe_device_without_loading('auto')}")
     except MSKQuantError as exc:
         print(f"device       unavailable: {exc}")
     store = ModelStore()
@@ -176,6 +176,8 @@ def module_registry_extra(like_spec, file: Path) -> dict:
 
 def cmd_models_add(args) -> int:
     store = _store()
+    if not Path(args.file).expanduser().is_file():
+        raise ModelError(f"Model file {args.file} does not exist (or is a folder): give the weight file (.pt).")
     extra = module_registry_extra(store.registry.get(args.like), Path(args.file))
     spec = store.add(Path(args.file), args.id, like=args.like, title=args.title, version=args.version, extra=extra)
     print(f"registered '{spec.id}' ({spec.files[0].sha256[:12]}..., {spec.total_size_bytes} bytes) "
