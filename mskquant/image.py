@@ -129,6 +129,17 @@ class Image:
         return Image(array, self.geometry)
 
 
+def rotation_matrix_deg(deg: Sequence[float]) -> np.ndarray:
+    """3x3 rotation by ``deg`` = (about R, about A, about S) degrees, applied in that order."""
+    import math
+
+    ax, ay, az = (math.radians(float(d)) for d in deg)
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
 def resample_nearest(array_kji: np.ndarray, source: Geometry, target: Geometry, fill=0) -> np.ndarray:
     """Nearest-neighbour mapping of a label/mask array from ``source`` onto ``target``.
 

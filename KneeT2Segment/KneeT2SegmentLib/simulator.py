@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mskquant.errors import InputError
-from mskquant.image import Geometry, Image
+from mskquant.image import Geometry, Image, rotation_matrix_deg
 from mskquant.progress import Progress, as_progress
 from mskquant.synth.sampling import sample_codes, slab_offsets
 
@@ -189,20 +189,12 @@ class MesePhantom:
 
 
 # --- geometry --------------------------------------------------------------------------------
-def _rotation(deg: Sequence[float]) -> np.ndarray:
-    ax, ay, az = (math.radians(float(d)) for d in deg)
-    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
-    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def mese_geometry(centre_ras: np.ndarray, params: PhantomParameters) -> Geometry:
     """Sagittal MESE grid centred on ``centre_ras``: i/j in plane, k across slices."""
     posterior, inferior = np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, -1.0])
     col, row = (inferior, posterior) if params.swap_inplane else (posterior, inferior)
     across = np.array([-1.0, 0.0, 0.0]) if params.slice_direction == "left" else np.array([1.0, 0.0, 0.0])
-    rot = _rotation(params.rotation_deg)
+    rot = rotation_matrix_deg(params.rotation_deg)
     directions = rot @ np.stack([col, row, across], axis=1)
     nx, ny = params.matrix
     spacing = np.array([params.fov_mm[0] / nx, params.fov_mm[1] / ny,

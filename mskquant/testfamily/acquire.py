@@ -17,7 +17,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mskquant.image import Geometry
+from mskquant.image import Geometry, rotation_matrix_deg
 
 from . import anatomy as fa
 
@@ -43,14 +43,6 @@ class Protocol:
     seed: int = 0
 
 
-def _rotation(deg: Sequence[float]) -> np.ndarray:
-    ax, ay, az = (math.radians(float(d)) for d in deg)
-    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
-    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def sagittal_grid(centre_ras: Sequence[float], p: Protocol) -> Geometry:
     """The protocol's sagittal grid centred on ``centre_ras`` (+ its offset)."""
     across = np.array([1.0, 0.0, 0.0]) if p.slices_towards == "right" else np.array([-1.0, 0.0, 0.0])
@@ -58,7 +50,7 @@ def sagittal_grid(centre_ras: Sequence[float], p: Protocol) -> Geometry:
         col, row = np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, -1.0])
     else:
         col, row = np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])
-    d = _rotation(p.rotation_deg) @ np.stack([col, row, across], axis=1)
+    d = rotation_matrix_deg(p.rotation_deg) @ np.stack([col, row, across], axis=1)
     spacing = np.array([p.pixel_mm[0], p.pixel_mm[1], p.thickness_mm + p.gap_mm])
     shape = np.array([p.matrix[0], p.matrix[1], p.n_slices])
     centre = np.asarray(centre_ras, float) + np.asarray(p.centre_offset_mm, float)
