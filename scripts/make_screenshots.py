@@ -3,13 +3,13 @@
 Each picture is read back from the MRML nodes a module made on a headless slicer-core scene
 (the same logic the panels call), and drawn offscreen with mskquant.render (VTK's PNG writer):
 
-* VHIWorkflow.png: V_HI before cleaning on a real SIJ subject of ``../shared/data/sij`` (STIR,
-  T1W and normal-marrow ROI; disease region by the published U-Net ensemble in
-  ``../shared/data/sij_models``): disease region outlined blue, sensitive yellow, conservative
-  red; the synthetic case when ``../shared`` is absent;
+* VHIWorkflow.png: V_HI before cleaning (disease region outlined blue, sensitive yellow,
+  conservative red) on the synthetic SIJ case;
 * KneeT2Segment.png: cartilage T2 over echo 2 and the 12-subregion T2 projection of a MESE
-  series simulated on an OAI knee's anatomy from ``../shared/data/knee_labelmaps`` (the analytic
-  knee without ``../shared``);
+  series simulated on the analytic knee;
+
+The committed pictures never show ``../shared`` data (real scans and OAI label maps may not be
+redistributed); ``--shared DIR`` renders the real SIJ subject / OAI anatomy for a local look.
 * SiamesePainCAM.png: both knees of a simulated pair with their class-activation maps.
 
 Run from the repository root: ``.venv/bin/python scripts/make_screenshots.py [--shared DIR]``.
@@ -125,7 +125,8 @@ def pain_picture() -> np.ndarray:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--shared", type=Path, default=Path("/nonexistent"),
+                    help="validation data folder for a local look (never for the committed pictures)")
     ap.add_argument("--only", choices=("VHIWorkflow", "KneeT2Segment", "SiamesePainCAM"))
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
