@@ -23,6 +23,22 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 SHARED = Path(os.environ.get("MSKQUANT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def write_vhi_case_files(folder: Path):
+    """The synthetic V_HI case (VHIWorkflowLib.synthetic) as STIR/T1W/ROI/DR NIfTI files in ``folder``."""
+    import numpy as np
+
+    from mskquant.imageio import write_image
+    from VHIWorkflowLib.synthetic import make_case
+
+    case = make_case()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_image(case.stir, folder / "STIR.nii.gz")
+    write_image(case.t1, folder / "T1W.nii.gz")
+    write_image(case.normal_roi.with_array(case.normal_roi.array.astype(np.uint8)), folder / "ROI.nii.gz")
+    write_image(case.disease_region.with_array(case.disease_region.array.astype(np.uint8)), folder / "DR.nii.gz")
+    return case
+
+
 @pytest.fixture
 def runtime():
     from mskquant.headless import create_headless_runtime

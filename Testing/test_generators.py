@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from mskquant.image import Geometry, Image
+from mskquant.image import Geometry
 from mskquant.synth import appearance as ap
 from mskquant.synth.sampling import slab_offsets, tissue_counts
 from mskquant.testfamily import anatomy as fa

@@ -7,7 +7,6 @@ phantom-trained model on this family. Run with ``-s`` for the figures (Dice and 
 MAE); the larger evaluation is scripts/evaluate_knee_generalisation.py (README).
 """
 
-import numpy as np
 import pytest
 
 from KneeT2SegmentLib import generalisation as gen

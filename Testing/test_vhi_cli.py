@@ -10,23 +10,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import assert_same_geometry
+from conftest import assert_same_geometry, write_vhi_case_files
 from mskquant.image import Geometry, Image
 from mskquant.imageio import write_image
 from VHIWorkflowLib.cli import VHI_OUTPUTS
-from VHIWorkflowLib.synthetic import EXPECTED, make_case
+from VHIWorkflowLib.synthetic import EXPECTED
 
 
 @pytest.fixture
 def files(tmp_path):
-    case = make_case()
     d = tmp_path / "in"
-    d.mkdir()
-    write_image(case.stir, d / "STIR.nii.gz")
-    write_image(case.t1, d / "T1W.nii.gz")
-    write_image(case.normal_roi.with_array(case.normal_roi.array.astype(np.uint8)), d / "ROI.nii.gz")
-    write_image(case.disease_region.with_array(case.disease_region.array.astype(np.uint8)), d / "DR.nii.gz")
-    return case, d
+    return write_vhi_case_files(d), d
 
 
 def vhi_args(d, out, **override):

@@ -25,7 +25,6 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from mskquant.errors import InputError
-from mskquant.image import Image
 
 from .mese import MeseSeries
 

@@ -96,7 +96,7 @@ def sample_volume(anat: an.KneeAnatomy, codes: np.ndarray, rng: np.random.Genera
         p = params or random_grid(rng)
         geometry = sm.mese_geometry(anat.femoral_centroid_ras(), p)
         sub = subsamples_for(geometry.spacing, float(min(anat.geometry.spacing)), p.slice_thickness_mm)
-        sub = (max(sub[0], 1), max(sub[1], 1), max(sub[2], 2))
+        sub = (sub[0], sub[1], max(sub[2], 2))  # at least 2 points through every slice
         offsets = slab_offsets(sub, p.slice_thickness_mm, float(geometry.spacing[2]),
                                PROFILES[int(rng.integers(len(PROFILES)))] if params is None else "box")
         counts = tissue_counts(codes, anat.geometry, geometry, N_CLASSES, offsets, outside_code=an.AIR)

@@ -334,9 +334,7 @@ def rendered_bank_volume(vol, rng: np.random.Generator) -> BankVolume:
 
 def initial_weights(config: TrainingConfig) -> dict:
     """The state dict to start from: a knee checkpoint file or a registered model id."""
-    from pathlib import Path as _Path
-
-    path = _Path(config.init_from).expanduser()
+    path = Path(config.init_from).expanduser()
     if not path.is_file():
         from mskquant.models import ModelStore
 

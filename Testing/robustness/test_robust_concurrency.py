@@ -12,14 +12,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_vhi_case_files
 from mskquant.atomic import STAGING_PREFIX
-from mskquant.imageio import write_image
 from VHIWorkflowLib.cli import VHI_OUTPUTS
-from VHIWorkflowLib.synthetic import make_case
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("", "VHIWorkflow", "KneeT2Segment",
                                                                             "SiamesePainCAM")),
@@ -32,13 +29,8 @@ def _mskquant(*args):
 
 @pytest.fixture
 def case_files(tmp_path):
-    case = make_case()
-    d = tmp_path / "in"
-    d.mkdir()
-    write_image(case.stir, d / "STIR.nii.gz")
-    write_image(case.normal_roi.with_array(case.normal_roi.array.astype(np.uint8)), d / "ROI.nii.gz")
-    write_image(case.disease_region.with_array(case.disease_region.array.astype(np.uint8)), d / "DR.nii.gz")
-    return d
+    write_vhi_case_files(tmp_path / "in")
+    return tmp_path / "in"
 
 
 def _vhi(d, out):

@@ -20,7 +20,7 @@ blur and a gamma curve. Noise is added by the caller per use (Gaussian or Rician
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np

@@ -11,9 +11,8 @@ root-sum-of-squares (a non-central chi noise floor, not Rician).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 

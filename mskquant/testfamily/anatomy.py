@@ -18,7 +18,6 @@ random where a range is given, from the knee's own seed):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
@@ -152,7 +151,6 @@ def build_knee(labels: Image, rng: np.random.Generator, side: str = "right", nam
     # landmarks
     fem = lab == 1
     fem_s = np.where(fem.any(axis=tuple(a for a in range(3) if a != _axes(g)[2][0])))[0]
-    s_axis, s_sign = _axes(g)[2]
     s_line = s_mm.reshape(-1)
     low_s = float(np.min(s_line[fem_s]))
     tc = lab == 4

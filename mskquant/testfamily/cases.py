@@ -13,9 +13,8 @@ or nothing (``None``: a pair without a lesion, for calibration).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Optional
 
 import numpy as np
 
