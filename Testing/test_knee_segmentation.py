@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mskquant.errors import InputError, ModelError
-from mskquant.image import Geometry, Image
+from mskquant.image import Geometry, Image, sagittal_obliquity_warnings
 
 from KneeT2SegmentLib import anatomy as an
 from KneeT2SegmentLib import simulator as sm
@@ -93,7 +93,10 @@ def test_oblique_sagittal_is_accepted_and_axial_or_coronal_refused():
     with pytest.raises(InputError, match="not sagittal .* coronal"):
         sagittal_layout(oai_geometry(directions=coronal))
     with pytest.raises(InputError, match="not sagittal"):
-        sagittal_layout(oai_geometry(directions=rotation(2, 40) @ base))
+        sagittal_layout(oai_geometry(directions=rotation(2, 45) @ base))
+    # 25-40 deg: accepted (correct series lie within 20 deg), with a warning for the results
+    assert sagittal_layout(oai_geometry(directions=rotation(2, 35) @ base)).obliquity_deg == pytest.approx(35, abs=1e-6)
+    assert sagittal_obliquity_warnings(35.0) and not sagittal_obliquity_warnings(20.0)
 
 
 # --- pre-processing ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from mskquant.errors import InputError
-from mskquant.image import Image
+from mskquant.image import Image, sagittal_obliquity_warnings
 from mskquant.progress import Progress, as_progress
 
 from .mese import MeseSeries, normalize_laterality
@@ -72,7 +72,9 @@ class Quantification:
                     "t2_range_ms": [self.params.t2_min_ms, self.params.t2_max_ms],
                     "whole_volume": self.params.whole_volume},
             "noise": {"sigma": self.fit.noise.sigma, "source": self.fit.noise.source,
-                      "background_voxels": self.fit.noise.n_voxels, "note": self.fit.noise.note},
+                      "background_voxels": self.fit.noise.n_voxels, "note": self.fit.noise.note,
+                      "background_echo_decay": _finite_or_none(self.fit.noise.echo_decay),
+                      "background_mean_rms": _finite_or_none(self.fit.noise.mean_rms)},
             "counts": {**self.fit.counts, "mask_voxels": int(self.mask.sum()),
                        "refined_voxels": int(self.refined.sum())},
             "grid": {"shape_ijk": list(g.shape_ijk), "spacing_mm": [float(s) for s in g.spacing],
@@ -138,7 +140,7 @@ def quantify(series: MeseSeries, mask, params: Optional[KneeT2Parameters] = None
     progress = as_progress(progress)
     t0 = time.monotonic()
     laterality, lat_source = resolve_laterality(series, params.laterality)
-    sagittal_frame(series.geometry, laterality)  # refuse non-sagittal grids before the fit
+    frame = sagittal_frame(series.geometry, laterality)  # refuse non-sagittal grids before the fit
     mask = check_mask(mask, series)
     settings = params.fit_settings()
     settings.validate(series.n_echoes)
@@ -160,7 +162,7 @@ def quantify(series: MeseSeries, mask, params: Optional[KneeT2Parameters] = None
                               "fit_shared_with_voxels": int(np.count_nonzero(fitted))})
     timings = {"fit": time.monotonic() - t0}
     refined = mask & np.isfinite(fit.t2_ms)
-    warnings = list(fit.warnings)
+    warnings = sagittal_obliquity_warnings(frame.obliquity_deg) + list(fit.warnings)
     n_mask, n_ref = int(mask.sum()), int(refined.sum())
     if n_ref == 0:
         raise InputError(f"None of the {n_mask} mask voxels has a T2 within [{params.t2_min_ms:g}, "
@@ -184,3 +186,8 @@ def quantify(series: MeseSeries, mask, params: Optional[KneeT2Parameters] = None
     progress(1.0, "Quantification done")
     return Quantification(fit, mask, refined, sub, rows, proj, series, params, laterality, lat_source, warnings,
                           timings)
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    """JSON has no NaN: a measure that was not taken (noise SD given) is null."""
+    return float(value) if np.isfinite(value) else None

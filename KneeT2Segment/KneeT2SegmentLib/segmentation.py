@@ -37,14 +37,13 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from mskquant.errors import InputError, ModelError
-from mskquant.image import Geometry
+from mskquant.image import SAGITTAL_MAX_OBLIQUITY_DEG as MAX_OBLIQUITY_DEG, Geometry, sagittal_obliquity_warnings
 from mskquant.progress import Progress, as_progress
 
 from .checkpoint import DEFAULT_MODEL_ID, MODULE, Thresholds, build_network, read_checkpoint
 from .mese import MeseSeries
 
 MIN_SLICES = 5  # fewer sagittal slices cannot cover the condyles (and the notch search needs 5)
-MAX_OBLIQUITY_DEG = 35.0
 
 
 # --- slice layout --------------------------------------------------------------------------------
@@ -382,7 +381,7 @@ def segment(series: MeseSeries, model: KneeModel, fit_settings=None, progress: "
     prob = predict_probability(model, series, progress.sub(0.0, 0.75), layout)
     t1 = time.monotonic()
     candidates = prob > th.fit_probability
-    warnings: List[str] = []
+    warnings: List[str] = sagittal_obliquity_warnings(layout.obliquity_deg)
     if not candidates.any():
         raise InputError(f"The cartilage network found no femoral cartilage in this MESE series (no voxel with "
                          f"p > {th.fit_probability:g}): check that it is a sagittal knee MESE series, or give a "

@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from mskquant.errors import InputError
-from mskquant.image import Geometry
+from mskquant.image import SAGITTAL_MAX_OBLIQUITY_DEG as MAX_OBLIQUITY_DEG, Geometry
 
 LAYERS = ("deep", "superficial")
 SIDES = ("medial", "lateral")
@@ -51,7 +51,6 @@ CENTRAL_MAX_DEG = 25.0
 BIN_DEG = 5.0
 N_BINS = int(360 / BIN_DEG)
 DEEP_FRACTION = 0.5
-MAX_OBLIQUITY_DEG = 35.0
 NOTCH_MAX_RELATIVE = 0.35
 
 

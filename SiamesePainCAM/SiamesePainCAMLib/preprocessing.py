@@ -40,7 +40,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from mskquant.errors import InputError
-from mskquant.image import Geometry, Image
+from mskquant.image import SAGITTAL_MAX_OBLIQUITY_DEG, Geometry, Image, sagittal_obliquity_warnings
 from mskquant.progress import Progress, as_progress
 
 N_PLANES = 23  # centre ± 11 (paper)
@@ -54,7 +54,6 @@ CENTRE_MM = 2.5  # grid of the centre-slice search (through-plane matching needs
 MATCH_CLIP_PERCENTILE = 75.0
 TYPICAL_TISSUE_LEVEL = 0.25  # where the median foreground intensity lands in [0, 1]
 ROTATIONS_DEG = tuple(np.arange(-12.0, 12.01, 3.0))
-MAX_SAGITTAL_TILT_DEG = 30.0
 SPACING_TOLERANCE = 0.15
 SIDES = ("left", "right")
 FFT_WORKERS = 2
@@ -74,6 +73,7 @@ class KneeFrame:
     slice_axis: int
     lateral_step: int
     slice_spacing_mm: float
+    obliquity_deg: float = 0.0
 
     @property
     def n_slices(self) -> int:
@@ -123,8 +123,8 @@ def knee_frame(geometry: Geometry, side: str, what: str = "Knee") -> KneeFrame:
     """The sagittal slice axis and lateral direction of a knee volume, or one clear error.
 
     The slice axis is the image axis with clearly the largest spacing (a 2D multi-slice scan),
-    else the k axis (the stacking axis of a 3D or isotropic scan). It must lie within 30 degrees
-    of left-right for the volume to be sagittal.
+    else the k axis (the stacking axis of a 3D or isotropic scan). It must lie within 40 degrees
+    of left-right (mskquant.image.SAGITTAL_MAX_OBLIQUITY_DEG; warned from 25) for the volume to be sagittal.
     """
     if side not in SIDES:
         raise ValueError(f"side must be 'left' or 'right', not {side!r}")
@@ -133,14 +133,14 @@ def knee_frame(geometry: Geometry, side: str, what: str = "Knee") -> KneeFrame:
     slice_ijk = int(order[2]) if spacing[order[2]] > 1.1 * spacing[order[1]] else 2
     d = geometry.directions[:, slice_ijk]
     tilt = math.degrees(math.acos(min(1.0, abs(float(d[0])))))
-    if tilt > MAX_SAGITTAL_TILT_DEG:
+    if tilt > SAGITTAL_MAX_OBLIQUITY_DEG:
         plane, along = _plane_name(d)
         raise InputError(
             f"The {what} volume is not sagittal: its slices are stacked along {along} ({plane} images, "
             f"{tilt:.0f} degrees from left-right): load the sagittal series (slices stacked left to right).")
     lateral_world = 1.0 if side == "right" else -1.0  # lateral is patient right for a right knee
     step = 1 if float(d[0]) * lateral_world > 0 else -1
-    return KneeFrame(side, geometry, 2 - slice_ijk, step, float(spacing[slice_ijk]))
+    return KneeFrame(side, geometry, 2 - slice_ijk, step, float(spacing[slice_ijk]), tilt)
 
 
 # --- slices ----------------------------------------------------------------------------------
@@ -586,7 +586,7 @@ def prepare_knee(image: Image, side: str, template: "np.ndarray | Template | Non
     arr = image.array
     if not np.all(np.isfinite(arr)):
         arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    warnings: List[str] = []
+    warnings: List[str] = sagittal_obliquity_warnings(frame.obliquity_deg, f"The {what} slices")
     if frame.plane_step != 1.0:
         warnings.append(f"The {what} slices are {frame.slice_spacing_mm:.2g} mm apart, not {MODEL_SLICE_SPACING_MM:g} mm "
                         f"as in training: the {N_PLANES} planes were interpolated {MODEL_SLICE_SPACING_MM:g} mm apart.")
