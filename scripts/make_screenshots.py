@@ -49,11 +49,11 @@ def same_height(*panels: np.ndarray) -> list:
 
 
 def vhi_picture(shared: Path) -> np.ndarray:
-    """A real SIJ subject when ../shared has one with STIR and normal-marrow ROI, else the synthetic case."""
+    """A real SIJ subject when ../shared has one with STIR and normal-marrow ROI, else the SIJ phantom."""
     from mskquant.models import ModelStore
     from VHIWorkflowLib.demo import overlay_png
     from VHIWorkflowLib.logic import SEG_CONSERVATIVE, SEG_DISEASE, SEG_SENSITIVE, VHILogic
-    from VHIWorkflowLib.synthetic import make_case
+    from VHIWorkflowLib.sij_phantom import make_sij_phantom
 
     rt = create_headless_runtime()
     subjects = sorted(p for p in (shared / "sij").glob("*") if (p / "STIR.nii.gz").is_file()
@@ -67,12 +67,13 @@ def vhi_picture(shared: Path) -> np.ndarray:
         res = logic.run(stir, roi, t1, name=f"{folder.name} V_HI")  # disease region by the U-Net ensemble
         title = f"SIJ {folder.name} (real STIR): V_HI {res.vhi['sensitive'].volume_ml:.2f} mL before cleaning"
     else:
-        case = make_case()
+        case = make_sij_phantom()
         stir = mrml.volume_from_image(rt, case.stir, "STIR")
         roi = mrml.volume_from_image(rt, case.normal_roi, "normal bone", labelmap=True)
         dr = mrml.volume_from_image(rt, case.disease_region, "disease region", labelmap=True)
         res = VHILogic(rt).run(stir, roi, disease_region=dr)
-        title = f"Synthetic STIR: V_HI {res.vhi['sensitive'].volume_ml:.3f} mL"
+        title = (f"SIJ phantom: V_HI {res.vhi['sensitive'].volume_ml:.2f} mL "
+                 f"(true oedema {case.oedema_ml:.2f} mL)")
     # read back from the nodes the panel shows: the STIR volume and the result's segments
     masks = [mrml.segment_mask(res.segmentation, s, res.geometry) for s in (SEG_DISEASE, SEG_SENSITIVE,
                                                                               SEG_CONSERVATIVE)]
