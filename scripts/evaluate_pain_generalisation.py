@@ -28,7 +28,8 @@ MAPS = ("9055361_00m", "9055361_96m", "9057479_00m", "9057479_36m")  # the pain 
 
 def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
     """(name, left image, right image, painful side or None, lesion kind, painful lesion mask, geometry,
-    joint centres (RAS) of the left and right knee)."""
+    tibial cartilage centroids (RAS) of the left and right knee: the femorotibial joint, defined alike in
+    both families)."""
     kinds = ["effusion", "bml", None]
     if family == "project":
         from SiamesePainCAMLib import simulator as sim
@@ -42,7 +43,7 @@ def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
             kind = ("effusion", "bml")[(k // 2) % 2]
             pair = sim.simulate_pair(a, rng, f"{a.name}-{k}", painful_side=side, lesion_kind=kind)
             yield (f"{a.name}-{k}", pair.left.image, pair.right.image, side, kind, pair.painful.lesion_mask.array,
-                   pair.painful.image.geometry, (pair.left.joint_centre_ras, pair.right.joint_centre_ras))
+                   pair.painful.image.geometry, (pair.left.tibial_cartilage_ras, pair.right.tibial_cartilage_ras))
         return
     from mskquant.imageio import read_image
     from mskquant.testfamily import cases as tf
@@ -65,8 +66,10 @@ def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
 
 def margins(model, left, right, joints=None):
     """Laterality margins of both knees; with ``joints`` also how far (mm, the larger of the two in-plane
-    axes of the crop) each knee's femorotibial joint lies from its centre-plane crop centre: the 105 mm
-    crop holds the joint with 15 mm to spare when this is <= 37.5 mm."""
+    axes of the crop) each knee's femorotibial joint (tibial cartilage centroid) lies from its
+    centre-plane crop centre: the 105 mm crop holds the joint with 15 mm to spare when this is <= 37.5 mm.
+    The crop is centred on the template's joint centre, which lies 18-21 mm above and in front of the
+    tibial cartilage centroid in the project's own anatomy, so that is the figure of a perfect alignment."""
     from SiamesePainCAMLib.preprocessing import HALF, prepare_knee
 
     out, dist = [], []
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
                          f"{crop_off[0]:.1f}", f"{crop_off[1]:.1f}"])
             print(f"  {family} {name}: painful {side} ({kind}) p_right {p:.3f} peak-to-lesion {dist:.1f} mm "
                   f"margins {m_ok[0]:+.3f}/{m_ok[1]:+.3f} swapped {m_sw[0]:+.3f}/{m_sw[1]:+.3f}"
-                  f" crop centre to joint {crop_off[0]:.0f}/{crop_off[1]:.0f} mm{' REFUSED' if refused else ''}", flush=True)
+                  f" crop centre to tibial cartilage {crop_off[0]:.0f}/{crop_off[1]:.0f} mm{' REFUSED' if refused else ''}", flush=True)
         lab = [(s == "right", p) for s, _, p, _, ref, *_ in res if s and not ref]
         auc = roc_auc(np.array([a for a, _ in lab], int), np.array([b for _, b in lab])) if lab and 0 < sum(
             a for a, _ in lab) < len(lab) else float("nan")
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
               f"AUC {auc:.3f}, accuracy {acc:.3f}, pointing within 10 mm {np.mean(point) if point else float('nan'):.3f}"
               f" ({sum(point)}/{len(point)}); lesion-free p {', '.join(f'{v:.2f}' for v in free) or '-'}; "
               f"laterality margin as given {ok_m.mean():+.4f} +- {ok_m.std():.4f} (min {ok_m.min():+.4f}), "
-              f"exchanged {sw_m.mean():+.4f} +- {sw_m.std():.4f} (max {sw_m.max():+.4f}); joint from crop centre "
+              f"exchanged {sw_m.mean():+.4f} +- {sw_m.std():.4f} (max {sw_m.max():+.4f}); tibial cartilage from crop centre "
               f"median {np.median(crop):.1f} mm, max {crop.max():.1f} mm (joint in the 105 mm crop with 15 mm to "
               f"spare: {int((crop <= 37.5).sum())}/{crop.size} knees)", flush=True)
     if args.csv:

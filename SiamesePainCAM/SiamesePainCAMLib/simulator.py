@@ -225,6 +225,7 @@ class Anatomy:
     effusion_lat_range_mm: Tuple[float, float]  # femoral width at the recess
     bml_voxels: Dict[str, np.ndarray]  # compartment -> (N, 3) candidate centres
     bml_depth_mm: Dict[str, np.ndarray]
+    tibial_cartilage_mm: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))  # its centroid (S, A, lateral)
 
     @property
     def shape(self):
@@ -378,7 +379,8 @@ def build_anatomy(labels: Image, name: str = "knee", seed: int = 0, progress: "P
                 bml_depth[f"{tag} {side_tag}"] = d_c[tuple(v.T)].astype(np.float32)
     progress(1.0, f"Anatomy of {name} ready")
     return Anatomy(name, tissue, sp, notch_lat, joint_centre, eff, d_fem[tuple(eff.T)].astype(np.float32),
-                   (eff[:, 0] * sp[0] - pat_s[1]).astype(np.float32), (fem_l[0] + 3, fem_l[1] - 3), bml, bml_depth)
+                   (eff[:, 0] * sp[0] - pat_s[1]).astype(np.float32), (fem_l[0] + 3, fem_l[1] - 3), bml, bml_depth,
+                   np.argwhere(lab == TIBIAL_CARTILAGE).mean(axis=0) * sp)
 
 
 # --- one knee ------------------------------------------------------------------------------------
@@ -429,6 +431,7 @@ class SimulatedKnee:
     centre_slice: int  # true PCL / notch slice (0-based, along the slice axis)
     joint_centre_ras: np.ndarray
     pose: dict = field(default_factory=dict)
+    tibial_cartilage_ras: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))  # femorotibial joint
 
 
 def _lesion_effusion(anatomy: Anatomy, rng, depth_mm, height_mm, lat_fraction=(0.6, 1.0)):
@@ -585,8 +588,12 @@ def render_knee(anatomy: Anatomy, side: str, rng: np.random.Generator, lesion: O
     if lesion and not mask.any():  # a lesion thinner than half a slice: keep its core
         mask = lesion_img >= 0.5 * float(lesion_img.max())
     pose = {"flexion_deg": math.degrees(theta), "scale": scale, "shift_ras_mm": shift.tolist()}
+    # the tibial cartilage centroid in the scanner: knee (S, A) = Rot(-theta) (world - joint) / scale + jc
+    tc = anatomy.tibial_cartilage_mm - jc
+    sa = np.array([[c, -s_], [s_, c]]) @ tc[:2] * scale + np.array([joint_ras[2], joint_ras[1]])
+    tibial = np.array([joint_ras[0] + lat_sign * scale * tc[2], sa[1], sa[0]])
     return SimulatedKnee(Image(image, geometry), Image(mask, geometry), side, lesion, site, centre,
-                         np.array([joint_ras[0], joint_ras[1], joint_ras[2]]), pose)
+                         np.array([joint_ras[0], joint_ras[1], joint_ras[2]]), pose, tibial)
 
 
 def _tilt(volume, lesion_w, anatomy: Anatomy, rng, tilt_deg):
