@@ -103,7 +103,8 @@ def test_multi_coil_background_is_used_with_a_warning_not_refused():
 
 @pytest.mark.parametrize("decay, mean_rms, outcome", [
     (1.00, 0.886, "ok"), (1.06, 0.966, "warn"), (1.45, 0.90, "warn"), (0.80, 0.80, "warn"),
-    (1.60, 0.95, "refuse"), (2.2, 0.99, "refuse"), (1.0, 0.70, "refuse")])
+    (1.60, 0.95, "refuse"), (2.2, 0.99, "refuse"), (1.0, 0.70, "refuse"), (1.0, 0.996, "warn"),
+    (1.0, 1.0, "refuse")])
 def test_background_evidence_refuses_only_far_outside_correct_inputs(decay, mean_rms, outcome):
     """Correct inputs (scripts/evaluate_noise_estimator.py): echo decay 1.00-1.05, mean/RMS 0.874-0.966
     (phantom; 4 coils with ghosts at SNR 10-100); tissue without air decays 2.8-5.3: the refusal

@@ -68,6 +68,8 @@ DECAY_WARN = 0.15
 MEAN_RMS_SINGLE_COIL = (0.82, 0.93)
 DECAY_REFUSE = 0.5
 MEAN_RMS_REFUSE = 0.75
+# no spread at all (a constant or masked background): noise of up to ~125 summed coils stays below
+MEAN_RMS_NO_SPREAD = 0.999
 R_MIN = 1e-4  # 1/ms: T2 10 s (fluid is ~0.5 s)
 R_MAX = 10.0  # 1/ms: T2 0.1 ms
 
@@ -195,16 +197,17 @@ def judge_background(echo_decay: float, mean_rms: float) -> List[str]:
     Without air the darkest voxels are tissue: they decay with echo time (echo-1/last-echo mean
     exp(dTE/T2): 2 or more over a knee protocol's 60 ms for T2 <= 90 ms). Noise does not decay;
     single-coil noise in air has mean/RMS sqrt(pi)/2 = 0.886, a sum-of-squares image of n coils
-    more (0.94 for 2, 0.97 for 4 coils), and ghosting adds a little decay. The refusal limits lie
+    more (0.94 for 2, 0.97 for 4, 0.996 for 32 coils; a constant background gives exactly 1), and
+    ghosting adds a little decay. The refusal limits lie
     far outside what correct inputs give (scripts/evaluate_noise_estimator.py: the project's
     phantom and the independent test family with 4 coils, ghosts and Gibbs ringing); in between
     the estimate is used (sigma^2 = half the background's second moment is what the noise-floor
     model needs for any coil count) with a warning in the results.
     """
-    if not (abs(echo_decay - 1.0) <= DECAY_REFUSE and mean_rms >= MEAN_RMS_REFUSE):
+    if not (abs(echo_decay - 1.0) <= DECAY_REFUSE and MEAN_RMS_REFUSE <= mean_rms <= MEAN_RMS_NO_SPREAD):
         raise InputError(f"Cannot estimate the noise level: the darkest voxels of the MESE images do not behave like "
-                         f"noise in air (echo-1/last-echo mean {echo_decay:.2f}, mean/RMS {mean_rms:.3f}, expected 1 "
-                         f"and 0.886-1); give the noise SD with --noise-sigma.")
+                         f"noise in air (echo-1/last-echo mean {echo_decay:.2f}, mean/RMS {mean_rms:.4f}, expected 1 "
+                         f"and 0.886-0.99); give the noise SD with --noise-sigma.")
     warnings = []
     if abs(echo_decay - 1.0) > DECAY_WARN or not (MEAN_RMS_SINGLE_COIL[0] <= mean_rms <= MEAN_RMS_SINGLE_COIL[1]):
         warnings.append(f"The background is not plain single-coil noise in air (echo-1/last-echo mean {echo_decay:.2f}, "
