@@ -354,6 +354,23 @@ def test_a_bad_option_in_a_row_fails_that_case_only(tmp_path, vhi):
     assert a.input_sha256 != b.input_sha256 and len(b.input_sha256) == 64
 
 
+def test_input_hash_covers_content_options_and_sidecars(tmp_path):
+    from mskquant.batch.manifest import Case, input_hash
+
+    (tmp_path / "mese.nii.gz").write_bytes(b"image")
+    (tmp_path / "mese.json").write_text('{"Laterality": "R"}')
+    case = Case("a", {}, ["--mese", str(tmp_path / "mese.nii.gz")], [tmp_path / "mese.nii.gz"])
+    first = input_hash(case)
+    (tmp_path / "te.json").write_text("[10, 20, 30]")  # echo times beside the image: part of the input
+    second = input_hash(case)
+    (tmp_path / "mese.json").write_text('{"Laterality": "L"}')
+    third = input_hash(case)
+    case.argv.append("--skip-echoes=2")
+    assert len({first, second, third, input_hash(case)}) == 4
+    (tmp_path / "mese.nii.gz").unlink()
+    assert input_hash(case) != input_hash(Case("b", {}, case.argv, [tmp_path / "other.nii.gz"]))
+
+
 def test_slicer_modules_and_the_command_line_do_not_import_dask():
     code = ("import sys; import mskquant.cli as c; c.build_parser(); import mskquant.batch, mskquant.batchlauncher; "
             "import KneeT2SegmentLib.cli, VHIWorkflowLib.cli, SiamesePainCAMLib.cli; "

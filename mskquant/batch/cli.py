@@ -29,8 +29,18 @@ def register(sub) -> None:
 
 
 def cmd_batch(args) -> int:
+    import sys
+
+    from mskquant.progress import Cancelled
+
     from .runner import BatchRun
 
-    return BatchRun(args.pipeline, args.manifest, args.out, scheduler=args.scheduler, workers=args.workers,
-                    threads_per_worker=args.threads_per_worker, retry_failed=args.retry_failed, force=args.force,
-                    quiet=args.quiet).run()
+    run = BatchRun(args.pipeline, args.manifest, args.out, scheduler=args.scheduler, workers=args.workers,
+                   threads_per_worker=args.threads_per_worker, retry_failed=args.retry_failed, force=args.force,
+                   quiet=args.quiet)
+    try:
+        return run.run()
+    except (KeyboardInterrupt, Cancelled):
+        print(f"mskquant: batch cancelled: {len(run.ran)} case(s) finished in this run are recorded in "
+              f"{run.out / 'status.csv'}; run the same command again to do the rest", file=sys.stderr)
+        return 130

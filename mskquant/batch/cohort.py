@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-from ..csvio import write_rows_csv
+from ..csvio import write_rows_csv_if_changed
 from .manifest import Manifest
 from .pipelines import Pipeline
 
@@ -47,5 +47,6 @@ def cohort_rows(manifest: Manifest, pipe: Pipeline, cases_dir: Path, done: Seque
     return ["case"] + names + table_header, out
 
 
-def write_cohort(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Path:
-    return write_rows_csv(path, header, rows)
+def write_cohort(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> bool:
+    """Write cohort.csv atomically unless it holds exactly this already; True if written."""
+    return write_rows_csv_if_changed(path, header, rows)

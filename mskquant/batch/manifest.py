@@ -122,12 +122,23 @@ def _case(cid, row, passed, dests, path_cols, options, base: Path) -> Case:
     return c
 
 
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def sidecars(path: Path) -> List[Path]:
+    """Files beside an input image that the pipelines also read: ``<name>.json`` and ``te.json``."""
+    name = path.name
+    stem = next((name[: -len(s)] for s in IMAGE_SUFFIXES if name.lower().endswith(s)), path.stem)
+    return [q for q in (path.with_name(stem + ".json"), path.with_name("te.json")) if q != path and q.is_file()]
+
+
 def input_hash(case: Case) -> str:
-    """sha256 of the case's options and of the content of every input file (folders: every file in them)."""
+    """sha256 of the case's options and of the content of every input file (folders: every file in them;
+    files: with their JSON sidecars)."""
     h = hashlib.sha256()
     h.update("\0".join(case.argv).encode())
     for p in case.inputs:
-        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p] + sidecars(p)
         if not p.exists():
             h.update(f"\0missing:{p}".encode())  # the case fails with the command's own message
         for f in files:

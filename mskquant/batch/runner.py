@@ -102,6 +102,7 @@ class BatchRun:
         self._remove_leftovers()
         book = StatusBook(self.out)
         names = [c.case for c in self.manifest.cases]
+        book.order = names
         todo = self.plan(book)
         report = BatchReporter(len(todo), self.stream, self.tty, self.quiet)
         if self.manifest.carried:
@@ -110,7 +111,7 @@ class BatchRun:
             counts = book.counts(names)
             report.say(f"nothing to do: all {len(names)} cases are done ({counts['ok']} ok, {counts['failed']} failed; "
                        f"--retry-failed reruns the failed ones, --force every case)")
-            self._finish(book, names, changed=False)
+            self._finish(book, names)
             return self._closing(book, names, report)
         report.say(f"{self.pipe.name}: {len(todo)} of {len(names)} cases to run -> {self.out}")
         runnable = []
@@ -126,9 +127,9 @@ class BatchRun:
                 self._execute(runnable, book, report)
         except BaseException:
             self._mark_not_run(book, todo)
-            self._finish(book, names, changed=True)
+            self._finish(book, names)
             raise
-        self._finish(book, names, changed=True)
+        self._finish(book, names)
         return self._closing(book, names, report)
 
     def _execute(self, cases: List[Case], book: StatusBook, report: BatchReporter) -> None:
@@ -194,9 +195,9 @@ class BatchRun:
     def _record(self, book: StatusBook, case: Case, rec: dict, report: BatchReporter) -> None:
         rec = dict(rec)
         rec["input_sha256"] = case.input_sha256
-        for k in ("seconds", "read_s", "network_s", "compute_s", "write_s"):
+        for k in ("seconds", "read_s", "network_s", "compute_s", "write_s", "worker_peak_mb"):
             if isinstance(rec.get(k), float):
-                rec[k] = f"{rec[k]:.3f}"
+                rec[k] = f"{rec[k]:.3f}" if k != "worker_peak_mb" else f"{rec[k]:.0f}"
         book.record(rec)
         self.ran.append(case.case)
         report.case_finished(case.case, rec["state"], float(rec.get("seconds") or 0.0))
@@ -222,18 +223,17 @@ class BatchRun:
                 book.record({"case": case.case, "state": "skipped", "input_sha256": case.input_sha256,
                              "error": "not run: the batch was stopped before this case"})
 
-    def _finish(self, book: StatusBook, names: List[str], changed: bool) -> None:
+    def _finish(self, book: StatusBook, names: List[str]) -> None:
+        """status.csv, cohort.csv and summary.png, each replaced only when its content changed."""
         with contextlib.suppress(OSError):
             self._remove_leftovers()
-        cohort, summary = self.out / "cohort.csv", self.out / "summary.png"
-        if not changed and book.path.is_file() and cohort.is_file() and summary.is_file():
-            return
         book.write(names)
         book.close()
         ok = [c for c in names if (book.get(c) or {}).get("state") == "ok"]
         header, rows = cohort_rows(self.manifest, self.pipe, self.cases_dir, ok)
-        write_cohort(cohort, header, rows)
-        write_summary(self.pipe, header, rows, summary)
+        summary = self.out / "summary.png"
+        if write_cohort(self.out / "cohort.csv", header, rows) or not summary.is_file():
+            write_summary(self.pipe, header, rows, summary)
 
     def _closing(self, book: StatusBook, names: List[str], report: BatchReporter) -> int:
         counts = book.counts(names)

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
-from ..csvio import write_rows_csv
+from ..csvio import write_rows_csv, write_rows_csv_if_changed
 
 COLUMNS = ("case", "state", "seconds", "error", "output_sha256", "input_sha256", "read_s", "network_s", "compute_s",
-           "write_s", "worker", "finished_utc")
+           "write_s", "worker", "worker_peak_mb", "finished_utc")
 STATES = ("ok", "failed", "skipped")
 
 
@@ -70,15 +70,19 @@ class StatusBook:
         if time.monotonic() - self._written >= self.min_interval_s:
             self.write()
 
-    def write(self, order: Optional[Iterable[str]] = None) -> Path:
-        """status.csv from the records (in ``order`` when given: the manifest's; others dropped)."""
+    def _rows(self):
+        names = getattr(self, "order", None) or list(self.records)
+        return [[self.records[c].get(k, "") for k in COLUMNS] for c in names if c in self.records]
+
+    def write(self, order: Optional[Iterable[str]] = None) -> bool:
+        """status.csv from the records (in ``order`` when given: the manifest's; others dropped);
+        with ``order`` the file is left alone when it holds exactly this already. True if written."""
+        self._written = time.monotonic()
         if order is not None:
             self.order = [c for c in order]
-        names = getattr(self, "order", None) or list(self.records)
-        rows = [[self.records[c].get(k, "") for k in COLUMNS] for c in names if c in self.records]
-        write_rows_csv(self.path, COLUMNS, rows)
-        self._written = time.monotonic()
-        return self.path
+            return write_rows_csv_if_changed(self.path, COLUMNS, self._rows())
+        write_rows_csv(self.path, COLUMNS, self._rows())
+        return True
 
     def close(self) -> None:
         if self._fh is not None:

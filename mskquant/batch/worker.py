@@ -195,6 +195,7 @@ def run_case(spec: dict, read: Optional[dict] = None) -> dict:
     rec.update({k: v for k, v in timings.items()})
     if read is not None:
         rec["read_s"] = read.get("read_s", 0.0)
+    rec["worker_peak_mb"] = peak_memory_mb()
     return rec
 
 
