@@ -248,6 +248,25 @@ def test_batch_killed_with_sigkill_resumes_to_the_same_cohort(knee, knee_run, cl
     assert not [p for p in (out / "cases").iterdir() if p.name.startswith(".")]
 
 
+def test_sigterm_stops_the_batch_with_the_finished_cases_recorded(knee, tmp_path):
+    out = tmp_path / "terminated"
+    proc = _batch_process(knee["manifest"], out)
+    try:
+        for line in proc.stdout:
+            if line.startswith("[1/"):
+                proc.send_signal(signal.SIGTERM)  # Cancel in the panel, or a scheduler's time limit
+                break
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    states = {r["case"]: r["state"] for r in _status(out)}
+    assert list(states) == ["k0", "k1", "bad", "k2", "k3", "k4"] and "skipped" in states.values()
+    done = [c for c, s in states.items() if s == "ok"]
+    assert sorted(p.name for p in (out / "cases").iterdir()) == sorted(done)  # no staging folder left
+    assert len((out / "cohort.csv").read_text().splitlines()) == 1 + 36 * len(done)
+
+
 def _executing_cases(dask_worker):
     return [str(ts.key) for ts in dask_worker.state.executing if str(ts.key).startswith("mskquant-case-k")]
 
