@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ def _column_dest(column: str) -> str:
 
 
 def read_manifest(path: "str | Path", pipe: Pipeline, options: Dict[str, Tuple[str, bool]]) -> Manifest:
-    path = Path(path).expanduser()
+    path = Path(os.path.abspath(Path(path).expanduser()))  # workers may run elsewhere: absolute paths
     if not path.is_file():
         raise InputError(f"Manifest {path} does not exist: give a CSV with a 'case' column and one row per case.")
     try:

@@ -18,6 +18,8 @@ from .. import render
 from .pipelines import Pipeline
 
 W, H = 960, 520
+LABELS = {"mean_t2_ms": "mean T2 (ms)", "delta_t2_ms": "T2 change (ms)", "volume_ml": "V_HI (mL)",
+          "p_painful": "p (right knee painful)"}
 LEFT, RIGHT, TOP, BOTTOM = 80, 20, 50, 90
 INK = (40, 40, 40)
 BOX = (70, 110, 200)
@@ -63,10 +65,11 @@ def _line(img, r0, c0, r1, c1, color=INK, width=1):
         img[rr[ok] + d, cc[ok]] = color
 
 
-def _axes(img, lo: float, hi: float, title: str, y_title: str):
+def _axes(img, lo: float, hi: float, title: str, y_title: str, integer: bool = False):
     _line(img, TOP, LEFT, H - BOTTOM, LEFT)
     _line(img, H - BOTTOM, LEFT, H - BOTTOM, W - RIGHT)
-    for t in np.linspace(lo, hi, 5):
+    ticks = np.arange(0, hi + 1, max(1, int(math.ceil(hi / 5)))) if integer else np.linspace(lo, hi, 5)
+    for t in ticks:
         r = _row(t, lo, hi)
         _line(img, r, LEFT - 5, r, LEFT)
         img[:] = render.put_text(img, f"{t:.3g}", r - 7, 8, 12, (0.15, 0.15, 0.15))
@@ -120,7 +123,7 @@ def histogram(values: Sequence[float], title: str, x_title: str, lo: float = 0.0
     img = _canvas()
     counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
     top = max(int(counts.max()), 1)
-    _axes(img, 0.0, float(top), title, "cases")
+    _axes(img, 0.0, float(top), title, "cases", integer=True)
     width = (W - LEFT - RIGHT) / bins
     for k, c in enumerate(counts):
         if c:
@@ -137,11 +140,12 @@ def histogram(values: Sequence[float], title: str, x_title: str, lo: float = 0.0
 def write_summary(pipe: Pipeline, header, rows, path: Path) -> Path:
     groups = summary_values(pipe, header, rows)
     if pipe.summary_kind == "histogram":
-        img = histogram([v for vs in groups.values() for v in vs], pipe.summary_title, pipe.summary_value)
+        img = histogram([v for vs in groups.values() for v in vs], pipe.summary_title,
+                        LABELS.get(pipe.summary_value, pipe.summary_value))
     elif groups:
         note = ("D/S deep/superficial, M/L medial/lateral, A/C/P anterior/central/posterior"
                 if len(groups) > 4 else "")
-        img = box_plot(groups, pipe.summary_title, pipe.summary_value, note)
+        img = box_plot(groups, pipe.summary_title, LABELS.get(pipe.summary_value, pipe.summary_value), note)
     else:
         img = _canvas()
         img[:] = render.put_text(img, f"{pipe.summary_title}: no case done yet", 12, LEFT, 16, (0.1, 0.1, 0.1))
