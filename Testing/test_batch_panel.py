@@ -5,13 +5,12 @@ the label, a missing manifest is one dialog, Cancel ends the process."""
 from __future__ import annotations
 
 import csv
-import os
 import sys
 import time
 
 import pytest
 
-from conftest import ROOT, write_vhi_case_files
+from conftest import write_vhi_case_files
 from panel_standins import install, module_widget
 
 pytest.importorskip("distributed")
@@ -27,8 +26,7 @@ def _wait(panel, seconds=180):
 
 @pytest.fixture
 def vhi_panel(monkeypatch, runtime):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(str(ROOT / p) for p in ("", "KneeT2Segment", "VHIWorkflow",
-                                                                            "SiamesePainCAM")))
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the batch process finds the code where this process did
     rec = install(monkeypatch, runtime)
     mod, widget = module_widget("VHIWorkflow")
     yield rec, widget.panel

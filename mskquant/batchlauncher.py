@@ -77,6 +77,27 @@ def batch_command(pipeline: str, manifest: str, out: str, workers: Optional[int]
     return cmd
 
 
+def batch_environment(base: Optional[dict] = None) -> dict:
+    """The environment for the batch process: PYTHONPATH names where this process found ``mskquant``
+    and the modules' Lib packages (inside Slicer they come from the extension's module paths,
+    which a child Python would not know)."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ if base is None else base)
+    paths = []
+    for name in ("mskquant", "KneeT2SegmentLib", "VHIWorkflowLib", "SiamesePainCAMLib"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            parent = str(Path(list(spec.submodule_search_locations)[0]).parent)
+            if parent not in paths:
+                paths.append(parent)
+    old = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in paths]
+    env["PYTHONPATH"] = os.pathsep.join(paths + old)
+    return env
+
+
 @dataclass
 class BatchState:
     progress: Optional[BatchProgress] = None
@@ -92,7 +113,7 @@ class BatchProcess:
         self._state = BatchState()
         self._lock = threading.Lock()
         self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      bufsize=1, env=env, cwd=cwd)
+                                      bufsize=1, env=batch_environment() if env is None else env, cwd=cwd)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
