@@ -179,6 +179,9 @@ def test_knee_cases_equal_the_single_case_command_and_the_corrupt_one_fails_alon
     status = {r["case"]: r for r in res.status}
     assert list(status) == ["k0", "k1", "bad", "k2", "k3", "k4"] and list(_status(out)[0]) == list(COLUMNS)
     assert all(status[c]["state"] == "ok" and len(status[c]["output_sha256"]) == 64 for c in KNEE_GOOD)
+    assert all(len(r["input_sha256"]) == 64 for r in status.values())  # hashed by the workers
+    digests = json.loads((out / ".batch" / "digests.json").read_text())
+    assert str(knee["dir"] / "k3" / "mese.nii.gz") in digests and str(knee["dir"] / "k3" / "te.json") in digests
     assert status["bad"]["state"] == "failed" and status["bad"]["error"] == knee["errors"]["bad"]
     assert "truncated" in status["bad"]["error"]
     assert sorted(p.name for p in (out / "cases").iterdir()) == sorted(KNEE_GOOD)  # no folder for the failure
@@ -370,24 +373,30 @@ def test_a_bad_option_in_a_row_fails_that_case_only(tmp_path, vhi):
     assert "invalid int value: 'four'" in argv_problem(parser, "vhi", a.argv)
     assert "required: --normal-roi" in argv_problem(parser, "vhi", b.argv)  # the command's own complaint
     assert argv_problem(parser, "vhi", b.argv + ["--normal-roi", "r.nii.gz"]) is None
-    assert a.input_sha256 != b.input_sha256 and len(b.input_sha256) == 64
 
 
 def test_input_hash_covers_content_options_and_sidecars(tmp_path):
-    from mskquant.batch.manifest import Case, input_hash
+    from mskquant.batch.digests import DigestCache, input_hash
 
     (tmp_path / "mese.nii.gz").write_bytes(b"image")
     (tmp_path / "mese.json").write_text('{"Laterality": "R"}')
-    case = Case("a", {}, ["--mese", str(tmp_path / "mese.nii.gz")], [tmp_path / "mese.nii.gz"])
-    first = input_hash(case)
+    argv, inputs = ["--mese", str(tmp_path / "mese.nii.gz")], [tmp_path / "mese.nii.gz"]
+    first = input_hash(argv, inputs)
     (tmp_path / "te.json").write_text("[10, 20, 30]")  # echo times beside the image: part of the input
-    second = input_hash(case)
+    second = input_hash(argv, inputs)
     (tmp_path / "mese.json").write_text('{"Laterality": "L"}')
-    third = input_hash(case)
-    case.argv.append("--skip-echoes=2")
-    assert len({first, second, third, input_hash(case)}) == 4
+    third = input_hash(argv, inputs)
+    assert len({first, second, third, input_hash(argv + ["--skip-echoes=2"], inputs)}) == 4
+    cache = DigestCache(tmp_path / "digests.json")  # a rerun re-reads only files whose size or time changed
+    assert input_hash(argv, inputs, cache.digest) == third
+    cache.save()
+    cache = DigestCache(tmp_path / "digests.json")
+    cache.entries[str(tmp_path / "mese.nii.gz")][2] = "0" * 64  # a stale digest would show: it is used as is
+    assert input_hash(argv, inputs, cache.digest) != third
+    (tmp_path / "mese.nii.gz").write_bytes(b"image, edited")
+    assert input_hash(argv, inputs, cache.digest) == input_hash(argv, inputs)  # size changed: hashed again
     (tmp_path / "mese.nii.gz").unlink()
-    assert input_hash(case) != input_hash(Case("b", {}, case.argv, [tmp_path / "other.nii.gz"]))
+    assert input_hash(argv, inputs) != input_hash(argv, [tmp_path / "other.nii.gz"])
 
 
 def test_slicer_modules_and_the_command_line_do_not_import_dask():

@@ -124,15 +124,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         work = Path(tmp)
         manifest = make_cases(work, a.cases, min(a.distinct, a.cases))
+        load = [os.getloadavg()[0]]  # other jobs on the cores distort the figures: say how busy it was
         loop_s = shell_loop(work, a.cases)
+        load.append(os.getloadavg()[0])
         b1_s, s1, out1 = batch(work, manifest, 1)
+        load.append(os.getloadavg()[0])
         b2_s, s2, out2 = batch(work, manifest, 2)
+        load.append(os.getloadavg()[0])
         cases = [r["case"] for r in s1]
         diff = max(same_results(work / "loop", out1, cases), same_results(work / "loop", out2, cases))
     per_hour = {k: 3600.0 * a.cases / v for k, v in (("loop", loop_s), ("batch1", b1_s), ("batch2", b2_s))}
     figures = {"cases": a.cases, "seconds": {"loop": loop_s, "batch1": b1_s, "batch2": b2_s}, "cases_per_hour": per_hour,
                "speedup_batch1_vs_loop": loop_s / b1_s, "speedup_batch2_vs_loop": loop_s / b2_s,
-               "split_batch1": split(s1), "split_batch2": split(s2), "max_relative_difference": diff}
+               "split_batch1": split(s1), "split_batch2": split(s2), "max_relative_difference": diff,
+               "load_average_1min": load}
     print(f"{a.cases} knee-t2 cases (OAI-size MESE, automatic segmentation) on {os.cpu_count()} cores")
     print(f"{'run':<28} {'total s':>8} {'cases/h':>9}")
     for key, name in (("loop", "(a) shell loop knee-t2"), ("batch1", "(b) batch, 1 worker"),
@@ -150,6 +155,8 @@ def main() -> int:
               f"per worker {', '.join(f'{m:.0f}' for m in s['peak_mb_per_worker'])} MB (goal <= {GOAL_PEAK_MB:.0f}: "
               f"{'met' if peak <= GOAL_PEAK_MB else 'NOT met'})")
     print(f"batch results vs the loop's: largest relative difference {diff:.2g} (subregions.csv)")
+    print(f"1-minute load average before (a), (b), (c) and after: {', '.join(f'{v:.1f}' for v in load)} "
+          f"(above {os.cpu_count()}: other jobs shared the cores)")
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

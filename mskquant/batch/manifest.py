@@ -4,14 +4,12 @@ A column named like an option of the single-case command (``mese``, ``te``, ``la
 ``normal_roi`` or ``normal-roi``...) is passed to it as ``--option value``; a yes/no option
 (``whole_volume``) is given when the cell says 1, true or yes. Paths are relative to the
 manifest. Any other column (subject, visit, group...) is only carried along into the cohort
-table. Each case's input hash covers the content of its input files and its options, so a
-rerun can tell a done case from a changed one.
+table. Each case's input hash (:mod:`.digests`) lets a rerun tell a done case from a changed one.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ class Case:
     row: Dict[str, str]  # the manifest row as written
     argv: List[str]  # the single-case command's options (without --out)
     inputs: List[Path] = field(default_factory=list)  # files/folders named by path columns
-    input_sha256: str = ""
+    input_sha256: str = ""  # see .digests.input_hash; computed where it is needed
     problem: Optional[str] = None  # a manifest problem of this row: the case fails with it
 
 
@@ -118,36 +116,4 @@ def _case(cid, row, passed, dests, path_cols, options, base: Path) -> Case:
                 problem = f"Column '{col}' of case '{cid}' is {value!r}: give yes or no (1/0, true/false)."
             continue
         argv += [flag, value]
-    c = Case(cid, {k: (v or "") for k, v in row.items() if k is not None}, argv, inputs, problem=problem)
-    c.input_sha256 = input_hash(c)
-    return c
-
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def sidecars(path: Path) -> List[Path]:
-    """Files beside an input image that the pipelines also read: ``<name>.json`` and ``te.json``."""
-    name = path.name
-    stem = next((name[: -len(s)] for s in IMAGE_SUFFIXES if name.lower().endswith(s)), path.stem)
-    return [q for q in (path.with_name(stem + ".json"), path.with_name("te.json")) if q != path and q.is_file()]
-
-
-def input_hash(case: Case) -> str:
-    """sha256 of the case's options and of the content of every input file (folders: every file in them;
-    files: with their JSON sidecars)."""
-    h = hashlib.sha256()
-    h.update("\0".join(case.argv).encode())
-    for p in case.inputs:
-        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p] + sidecars(p)
-        if not p.exists():
-            h.update(f"\0missing:{p}".encode())  # the case fails with the command's own message
-        for f in files:
-            h.update(f"\0{f.relative_to(p) if p.is_dir() else f.name}\0".encode())
-            try:
-                with open(f, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-            except OSError as exc:
-                h.update(f"unreadable:{exc.errno}".encode())
-    return h.hexdigest()
+    return Case(cid, {k: (v or "") for k, v in row.items() if k is not None}, argv, inputs, problem=problem)

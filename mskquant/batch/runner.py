@@ -22,6 +22,7 @@ from typing import List, Optional
 from ..errors import InputError
 from ..outputlock import FolderLock
 from .cohort import cohort_rows, write_cohort
+from .digests import DigestCache, input_hash
 from .manifest import Case, pipeline_options, read_manifest
 from .pipelines import case_outputs, pipeline
 from .report import BatchReporter
@@ -73,11 +74,17 @@ class BatchRun:
         folder = self.cases_dir / case.case
         return folder.is_dir() and all((folder / n).is_file() for n in case_outputs(self.pipe.name))
 
+    def _hash(self, case: Case) -> str:
+        if not case.input_sha256:
+            case.input_sha256 = input_hash(case.argv, case.inputs, self.digests.digest)
+        return case.input_sha256
+
     def plan(self, book: StatusBook) -> List[Case]:
+        """The cases to run; a case never run before is hashed by its worker, not here."""
         todo = []
         for case in self.manifest.cases:
             rec = book.get(case.case)
-            same = rec is not None and rec.get("input_sha256") == case.input_sha256
+            same = rec is not None and not self.force and rec.get("input_sha256") == self._hash(case)
             if self.force or not same:
                 todo.append(case)
             elif rec["state"] == "ok" and not self._done(case, rec):
@@ -101,6 +108,7 @@ class BatchRun:
         self.cases_dir.mkdir(exist_ok=True)
         self._remove_leftovers()
         book = StatusBook(self.out)
+        self.digests = DigestCache(self.out / ".batch" / "digests.json")
         names = [c.case for c in self.manifest.cases]
         book.order = names
         todo = self.plan(book)
@@ -152,7 +160,7 @@ class BatchRun:
 
             def submit(case: Case) -> None:
                 spec = {"pipeline": self.pipe.name, "case": case.case, "argv": case.argv,
-                        "cases_dir": str(self.cases_dir)}
+                        "inputs": [str(p) for p in case.inputs], "cases_dir": str(self.cases_dir)}
                 tag = f"{case.case}-{uuid.uuid4().hex[:8]}"
                 read = client.submit(read_case, spec, key=f"mskquant-read-{tag}", pure=False) if split else None
                 fut = client.submit(run_case, spec, read, key=f"mskquant-case-{tag}", pure=False, resources=resources)
@@ -194,7 +202,8 @@ class BatchRun:
 
     def _record(self, book: StatusBook, case: Case, rec: dict, report: BatchReporter) -> None:
         rec = dict(rec)
-        rec["input_sha256"] = case.input_sha256
+        self.digests.add(rec.pop("digests", None))
+        rec["input_sha256"] = rec.get("input_sha256") or self._hash(case)
         for k in ("seconds", "read_s", "network_s", "compute_s", "write_s", "worker_peak_mb"):
             if isinstance(rec.get(k), float):
                 rec[k] = f"{rec[k]:.3f}" if k != "worker_peak_mb" else f"{rec[k]:.0f}"
@@ -229,6 +238,7 @@ class BatchRun:
             self._remove_leftovers()
         book.write(names)
         book.close()
+        self.digests.save()
         ok = [c for c in names if (book.get(c) or {}).get("state") == "ok"]
         header, rows = cohort_rows(self.manifest, self.pipe, self.cases_dir, ok)
         summary = self.out / "summary.png"

@@ -125,17 +125,30 @@ def _error_text(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {exc} (a bug: please report it with this case)"
 
 
+def hash_inputs(spec: dict) -> dict:
+    """The case's input hash and the digests of its files (see :mod:`.digests`)."""
+    from .digests import Recorder, input_hash
+
+    recorder = Recorder()
+    try:
+        return {"input_sha256": input_hash(spec["argv"], spec.get("inputs", []), recorder),
+                "digests": recorder.entries}
+    except OSError:  # an unreadable folder: the case says why when it runs
+        return {"input_sha256": "", "digests": []}
+
+
 def read_case(spec: dict) -> dict:
-    """Read and check a knee-t2 case's inputs (the first step of the single-case command)."""
+    """Hash, read and check a knee-t2 case's inputs (the first step of the single-case command)."""
     from KneeT2SegmentLib.cli import read_knee_t2_inputs
 
+    hashed = hash_inputs(spec)
     t0 = time.monotonic()
     try:
         inputs = read_knee_t2_inputs(case_args(spec, "unused"))
-        return {"inputs": inputs, "read_s": time.monotonic() - t0}
+        return {"inputs": inputs, "read_s": time.monotonic() - t0, **hashed}
     except Exception as exc:
         log.debug("reading case %s failed", spec["case"], exc_info=True)
-        return {"error": _error_text(exc), "read_s": time.monotonic() - t0}
+        return {"error": _error_text(exc), "read_s": time.monotonic() - t0, **hashed}
 
 
 def _run(pipeline: str, args, read: Optional[dict], logic, timings: dict) -> None:
@@ -177,6 +190,7 @@ def run_case(spec: dict, read: Optional[dict] = None) -> dict:
     staging = Path(spec["cases_dir"]) / f"{STAGING_PREFIX}{spec['case']}-{uuid.uuid4().hex[:8]}"
     rec = {"case": spec["case"], "worker": f"{socket.gethostname()}:{os.getpid()}", "staging": ""}
     timings: dict = {}
+    rec.update({k: read[k] for k in ("input_sha256", "digests") if k in read} if read is not None else hash_inputs(spec))
     try:
         if read is not None and "error" in read:
             raise _ReadFailed(read["error"])
