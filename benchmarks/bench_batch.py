@@ -80,16 +80,29 @@ def shell_loop(work: Path, n: int) -> float:
 
 
 def batch(work: Path, manifest: Path, workers: int) -> tuple:
+    """Whole ``mskquant batch`` command; also the time each case's progress line appeared."""
     out = work / f"batch{workers}"
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "mskquant.cli", "batch", "knee-t2", "--manifest", str(manifest), "--out",
-                        str(out), "--workers", str(workers), "-q"], env=env(), capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mskquant.cli", "batch", "knee-t2", "--manifest", str(manifest),
+                             "--out", str(out), "--workers", str(workers)], env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines, stamps = [], []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("["):
+            stamps.append(time.perf_counter() - t0)
+    err = proc.stderr.read()
     seconds = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"batch with {workers} worker(s) failed:\n{r.stdout}\n{r.stderr}")
+    if proc.wait() != 0:
+        raise SystemExit(f"batch with {workers} worker(s) failed:\n{''.join(lines)}\n{err}")
     with open(out / "status.csv", newline="") as fh:
         status = list(csv.DictReader(fh))
-    return seconds, status, out
+    return seconds, status, out, stamps
+
+
+def steady_per_hour(stamps) -> float:
+    """Cases/hour between the first and the last finished case (cluster start-up and first case left out)."""
+    return 3600.0 * (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
 
 
 def split(status) -> dict:
@@ -127,22 +140,27 @@ def main() -> int:
         load = [os.getloadavg()[0]]  # other jobs on the cores distort the figures: say how busy it was
         loop_s = shell_loop(work, a.cases)
         load.append(os.getloadavg()[0])
-        b1_s, s1, out1 = batch(work, manifest, 1)
+        b1_s, s1, out1, st1 = batch(work, manifest, 1)
         load.append(os.getloadavg()[0])
-        b2_s, s2, out2 = batch(work, manifest, 2)
+        b2_s, s2, out2, st2 = batch(work, manifest, 2)
         load.append(os.getloadavg()[0])
         cases = [r["case"] for r in s1]
         diff = max(same_results(work / "loop", out1, cases), same_results(work / "loop", out2, cases))
     per_hour = {k: 3600.0 * a.cases / v for k, v in (("loop", loop_s), ("batch1", b1_s), ("batch2", b2_s))}
+    per_hour_loop = per_hour["loop"]  # every case of the loop pays the start-up
     figures = {"cases": a.cases, "seconds": {"loop": loop_s, "batch1": b1_s, "batch2": b2_s}, "cases_per_hour": per_hour,
                "speedup_batch1_vs_loop": loop_s / b1_s, "speedup_batch2_vs_loop": loop_s / b2_s,
                "split_batch1": split(s1), "split_batch2": split(s2), "max_relative_difference": diff,
-               "load_average_1min": load}
+               "load_average_1min": load, "first_case_done_s": {"batch1": st1[0], "batch2": st2[0]},
+               "steady_cases_per_hour": {"loop": per_hour_loop, "batch1": steady_per_hour(st1),
+                                         "batch2": steady_per_hour(st2)}}
     print(f"{a.cases} knee-t2 cases (OAI-size MESE, automatic segmentation) on {os.cpu_count()} cores")
-    print(f"{'run':<28} {'total s':>8} {'cases/h':>9}")
+    print(f"{'run':<28} {'total s':>8} {'cases/h':>9} {'steady cases/h':>15} {'first case done s':>18}")
     for key, name in (("loop", "(a) shell loop knee-t2"), ("batch1", "(b) batch, 1 worker"),
                       ("batch2", "(c) batch, 2 workers")):
-        print(f"{name:<28} {figures['seconds'][key]:8.1f} {per_hour[key]:9.0f}")
+        first = figures["first_case_done_s"].get(key)
+        print(f"{name:<28} {figures['seconds'][key]:8.1f} {per_hour[key]:9.0f} "
+              f"{figures['steady_cases_per_hour'][key]:15.0f} {'' if first is None else f'{first:.1f}':>18}")
     print(f"(b)/(a) {figures['speedup_batch1_vs_loop']:.2f}x (goal >= {GOAL_SPEEDUP}x: "
           f"{'met' if figures['speedup_batch1_vs_loop'] >= GOAL_SPEEDUP else 'NOT met'}); (c)/(a) "
           f"{figures['speedup_batch2_vs_loop']:.2f}x; best {max(per_hour.values()):.0f} volumes/h (goal >= "
