@@ -399,6 +399,27 @@ def test_input_hash_covers_content_options_and_sidecars(tmp_path):
     assert input_hash(argv, inputs) != input_hash(argv, [tmp_path / "other.nii.gz"])
 
 
+def test_a_case_thread_gets_the_workers_torch_threads(monkeypatch):
+    import torch
+
+    from mskquant.batch.worker import use_worker_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    seen = []
+
+    def case_thread():  # a Dask task thread starts with one OpenMP thread whatever the environment says
+        torch.set_num_threads(1)
+        use_worker_threads()
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    t = threading.Thread(target=case_thread)
+    t.start()
+    t.join()
+    torch.set_num_threads(before)
+    assert seen == [2]
+
+
 def test_slicer_modules_and_the_command_line_do_not_import_dask():
     code = ("import sys; import mskquant.cli as c; c.build_parser(); import mskquant.batch, mskquant.batchlauncher; "
             "import KneeT2SegmentLib.cli, VHIWorkflowLib.cli, SiamesePainCAMLib.cli; "

@@ -69,9 +69,10 @@ def _local(distributed, workers, threads_per_worker, n_cases) -> Cluster:
     n = max(1, workers or min(cpus, n_cases))
     threads = max(1, int(threads_per_worker))
     per_worker = str(max(1, cpus // (n * threads)))  # BLAS / torch threads of each case
-    environ = {f"distributed.nanny.pre-spawn-environ.{k}": per_worker
-               for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    with dask.config.set(environ):
+    config = {f"distributed.nanny.pre-spawn-environ.{k}": per_worker
+              for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    config["distributed.worker.profile.enabled"] = False  # no dashboard: its stack sampling would only cost time
+    with dask.config.set(config):
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=threads + 1, processes=True,
                                            resources={CASE_RESOURCE: threads}, dashboard_address=None,
                                            silence_logs=logging.ERROR)

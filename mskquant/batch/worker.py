@@ -75,6 +75,23 @@ def pooled_logic(pipeline: str):
             _POOL[pipeline].append(logic)
 
 
+def use_worker_threads() -> None:
+    """Give torch, in this task's thread, the threads the worker was started with (``OMP_NUM_THREADS``).
+
+    OpenMP keeps the thread count per calling thread, and a Dask worker's task threads do not
+    see the environment's value (they start with 1): a network would run on one core.
+    """
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        return
+    if n > 0:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 def warm_up(pipeline: str, model: Optional[str] = None, device: str = "auto") -> None:
     """Imports, a logic with its scene and (``model`` given) the network, before the first case."""
     with pooled_logic(pipeline) as logic:
@@ -195,6 +212,7 @@ def run_case(spec: dict, read: Optional[dict] = None) -> dict:
         if read is not None and "error" in read:
             raise _ReadFailed(read["error"])
         args = case_args(spec, staging)
+        use_worker_threads()
         with pooled_logic(spec["pipeline"]) as logic:
             _run(spec["pipeline"], args, read, logic, timings)
         rec.update(state="ok", output_sha256=folder_sha256(staging), staging=str(staging), error="")
