@@ -432,6 +432,19 @@ def test_slicer_modules_and_the_command_line_do_not_import_dask():
             assert "mskquant.batch " not in py.read_text() and "mskquant.batch." not in py.read_text(), py
 
 
+def test_terminal_progress_bar():
+    from mskquant.batch.report import BatchReporter
+
+    stream = io.StringIO()
+    r = BatchReporter(4, stream, tty=True)
+    r.case_finished("a", "ok", 1.0)
+    r.case_finished("b", "failed", 1.0)
+    r.say("closing line")
+    text = stream.getvalue()
+    assert "\r[" in text and "2/4 done, 1 failed" in text and "cases/h, ETA " in text
+    assert "b failed (reason in status.csv)" in text and text.endswith("\nclosing line\n")
+
+
 def test_progress_lines_round_trip_and_the_panel_process(tmp_path):
     from mskquant.batchlauncher import BatchProcess, batch_command, parse_progress_line, progress_line
 
