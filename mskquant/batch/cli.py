@@ -17,8 +17,8 @@ def register(sub) -> None:
     p.add_argument("--manifest", required=True, help="CSV: a 'case' column plus the pipeline's options as columns "
                                                      "(paths relative to the manifest)")
     p.add_argument("--out", required=True, help="batch folder: cases/<case>/, status.csv, cohort.csv, summary.png")
-    p.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core, at "
-                                               "most one per case)")
+    p.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per 2 cores, "
+                                               "at most one per case)")
     p.add_argument("--threads-per-worker", type=int, default=1, help="cases each worker computes at once (1)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (default: "
                                        "DASK_SCHEDULER_ADDRESS, else a local cluster)")
