@@ -341,6 +341,9 @@ def test_vhi_cohort(vhi, client):
     write_vhi_case_files(vhi["dir"] / "broken")  # the scan fixed
     res = batch.run("vhi", vhi["manifest"], out, client=client)
     assert res.ran == ["v4"] and res.exit_code == 0 and len(res.cohort) == 8
+    # the same cohort through a running scheduler's address (--scheduler / DASK_SCHEDULER_ADDRESS)
+    again = batch.run("vhi", vhi["manifest"], vhi["dir"] / "via_scheduler", scheduler=client.scheduler.address)
+    assert again.exit_code == 0 and (again.cohort_csv.read_bytes() == res.cohort_csv.read_bytes())
 
 
 # --- manifest problems, imports, the panel launcher -----------------------------------------------
