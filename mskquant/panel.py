@@ -315,3 +315,87 @@ class LazyLogic:
             ensure_dependencies()
             self._impl = self._factory()
         return self._impl
+
+
+class BatchSection:
+    """A panel's "Batch" section: ``mskquant batch`` over a manifest in a background process.
+
+    Run starts the command (:func:`mskquant.batchlauncher.batch_command`, Slicer's own Python)
+    with :class:`mskquant.batchlauncher.BatchProcess`; a QTimer polls the per-case progress lines
+    into the progress bar and the status label, so Slicer stays responsive; Cancel ends the
+    process (a second Cancel kills it). The cohort itself never enters the scene.
+    """
+
+    POLL_MS = 500
+
+    def __init__(self, pipeline, manifest_edit, output_edit, run_button, cancel_button, progress_bar,
+                 status_label, pipeline_combo=None) -> None:
+        import qt
+
+        self.pipeline = pipeline
+        self.pipeline_combo = pipeline_combo
+        self.manifest_edit, self.output_edit = manifest_edit, output_edit
+        self.run_button, self.cancel_button = run_button, cancel_button
+        self.progress_bar, self.status_label = progress_bar, status_label
+        self.process = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(self.POLL_MS)
+        self._timer.connect("timeout()", self.poll)
+        run_button.connect("clicked(bool)", lambda *_: self.run())
+        cancel_button.connect("clicked(bool)", lambda *_: self.cancel())
+        cancel_button.enabled = False
+        progress_bar.setRange(0, 1000)
+
+    def command(self):
+        from .batchlauncher import batch_command
+        from .errors import InputError
+
+        manifest, out = self.manifest_edit.currentPath.strip(), self.output_edit.currentPath.strip()
+        if not manifest or not out:
+            raise InputError("Choose the cohort manifest (CSV) and an output folder for the batch.")
+        pipeline = self.pipeline_combo.currentText if self.pipeline_combo is not None else self.pipeline
+        return batch_command(pipeline, manifest, out)
+
+    def run(self) -> None:
+        from .batchlauncher import BatchProcess
+
+        if self.process is not None and self.process.running:
+            return
+        command = guarded("Batch", self.command)
+        if command is None:
+            return
+        self.process = BatchProcess(command)
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress_bar.setValue(0)
+        self.status_label.text = "Starting the workers..."
+        self._timer.start()
+
+    def poll(self) -> None:
+        if self.process is None:
+            self._timer.stop()
+            return
+        state = self.process.state()
+        p = state.progress
+        if p is not None:
+            self.progress_bar.setValue(int(p.fraction * 1000))
+            self.status_label.text = (f"{p.index}/{p.total} cases, {p.failed} failed"
+                                      + (f", ETA {p.eta}" if p.eta else "") + f" (last: {p.case} {p.state})")
+        if state.returncode is None:
+            return
+        self._timer.stop()
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        closing = [ln for ln in state.lines if ln.strip()][-3:]
+        self.status_label.text = "\n".join(closing) if closing else f"batch ended (exit code {state.returncode})"
+        if state.returncode == 0:
+            self.progress_bar.setValue(1000)
+
+    def cancel(self) -> None:
+        if self.process is not None:
+            self.process.cancel()
+            self.status_label.text = "Cancelling (the finished cases stay recorded)..."
+
+    def discard(self) -> None:
+        """The module is closing: stop the batch process."""
+        if self.process is not None and self.process.running:
+            self.process.cancel()
+        self._timer.stop()

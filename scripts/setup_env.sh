@@ -41,8 +41,8 @@ if [ "$(cat .venv/.mskquant-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "[setup] installing Python packages into .venv (first run takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade "pip>=23" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[headless,test]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch, slicer, SimpleITK, scipy, numpy, vtk" \
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[headless,test,batch]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, slicer, SimpleITK, scipy, numpy, vtk, distributed" \
     || { echo "[setup] the environment is incomplete: see the pip output above" >&2; exit 1; }
   echo "$stamp" > .venv/.mskquant-stamp
 fi

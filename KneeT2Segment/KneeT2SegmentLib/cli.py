@@ -214,33 +214,72 @@ def cmd_phantom(args) -> int:
 
 
 # --- knee-t2 -----------------------------------------------------------------------------------------
+def knee_t2_params(args):
+    from .parameters import KneeT2Parameters
+
+    return KneeT2Parameters(skip_echoes=args.skip_echoes, t2_max_ms=args.t2_max, noise_sigma=args.noise_sigma,
+                            laterality=args.laterality, whole_volume=args.whole_volume, model_id=args.model,
+                            device=args.device).validate()
+
+
+def _echo_times(args):
+    from .mese import parse_echo_times, validate_echo_times
+
+    return list(validate_echo_times(parse_echo_times(args.te), None, "--te")) if args.te is not None else None
+
+
+def read_knee_t2_inputs(args, progress=None) -> dict:
+    """Read and check the inputs of one ``knee-t2`` case (no MRML, no output folder): the MESE
+    series and the mask. ``mskquant batch`` runs this while the worker computes the previous case."""
+    from mskquant.imageio import read_image
+    from mskquant.progress import as_progress
+
+    from .mese import read_mese
+
+    progress = as_progress(progress)
+    params = knee_t2_params(args)
+    series = read_mese(args.mese, _echo_times(args), progress)
+    params.fit_settings().validate(series.n_echoes)
+    mask = read_image(args.mask, "Cartilage mask") if args.mask else None  # checked against the MESE grid by run()
+    return {"series": series, "mask": mask}
+
+
+def knee_t2_into_folder(args, inputs: dict, logic=None, progress=None, out=None):
+    """One ``knee-t2`` case from read inputs into ``args.out`` (all outputs or none); returns the result.
+
+    The single-case command and ``mskquant batch`` both call this (``logic`` kept by a batch worker;
+    ``out``: the command's :class:`OutputFolder`, opened before the inputs were read)."""
+    from mskquant.atomic import OutputFolder
+    from mskquant.headless import create_headless_runtime
+    from mskquant.progress import as_progress
+
+    from .logic import KneeT2Logic
+
+    progress = as_progress(progress)
+    params = knee_t2_params(args)
+    out = out or OutputFolder(args.out, KNEE_T2_OUTPUTS, overwrite=args.overwrite)
+    logic = logic if logic is not None else KneeT2Logic(create_headless_runtime())
+    if inputs["mask"] is None:  # fetch, verify and load the network before any work
+        logic.segmentation_model(params, progress.sub(0.0, 0.02))
+    # the series read from the file goes straight in: its source and metadata stay with it
+    result = logic.run(inputs["series"], None, None, params, progress.sub(0.02, 0.95), name="Knee T2",
+                       mask=inputs["mask"])
+    with out:
+        logic.export(result, out.stage)
+    return result
+
+
 def cmd_knee_t2(args) -> int:
     from mskquant.atomic import OutputFolder
     from mskquant.cli.common import progress_for
-    from mskquant.headless import create_headless_runtime
-    from mskquant.imageio import read_image
 
-    from .logic import KneeT2Logic
-    from .mese import parse_echo_times, read_mese, validate_echo_times
-    from .parameters import KneeT2Parameters
-
-    params = KneeT2Parameters(skip_echoes=args.skip_echoes, t2_max_ms=args.t2_max, noise_sigma=args.noise_sigma,
-                              laterality=args.laterality, whole_volume=args.whole_volume, model_id=args.model,
-                              device=args.device).validate()
-    te = list(validate_echo_times(parse_echo_times(args.te), None, "--te")) if args.te is not None else None
+    knee_t2_params(args)
+    _echo_times(args)
     out = OutputFolder(args.out, KNEE_T2_OUTPUTS, overwrite=args.overwrite)
     progress = progress_for(args)
     # Read and check everything before touching the output folder.
-    series = read_mese(args.mese, te, progress.sub(0.0, 0.1))
-    params.fit_settings().validate(series.n_echoes)
-    mask = read_image(args.mask, "Cartilage mask") if args.mask else None  # checked against the MESE grid by run()
-    logic = KneeT2Logic(create_headless_runtime())
-    if mask is None:  # fetch, verify and load the network before any work
-        logic.segmentation_model(params, progress.sub(0.1, 0.12))
-    # the series read from the file goes straight in: its source and metadata stay with it
-    result = logic.run(series, None, None, params, progress.sub(0.12, 0.95), name="Knee T2", mask=mask)
-    with out:
-        logic.export(result, out.stage)
+    inputs = read_knee_t2_inputs(args, progress.sub(0.0, 0.1))
+    result = knee_t2_into_folder(args, inputs, None, progress.sub(0.1, 1.0), out=out)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     s = result.summary
@@ -281,7 +320,9 @@ def _summary(folder: str, what: str) -> dict:
     return summary
 
 
-def cmd_change(args) -> int:
+def knee_change_into_folder(args, logic=None, progress=None):
+    """One ``knee-change`` case into ``args.out`` (all outputs or none): the single-case command and
+    ``mskquant batch`` both call this (``logic`` kept by a batch worker)."""
     from mskquant.atomic import OutputFolder
     from mskquant.headless import create_headless_runtime
 
@@ -290,10 +331,15 @@ def cmd_change(args) -> int:
     out = OutputFolder(args.out, CHANGE_OUTPUTS, overwrite=args.overwrite)
     base = _summary(args.baseline, "baseline")
     follow = _summary(args.followup, "follow-up")
-    logic = KneeT2Logic(create_headless_runtime())
+    logic = logic if logic is not None else KneeT2Logic(create_headless_runtime())
     change = logic.compare(base, follow)
     with out:
         logic.export_change(change, out.stage)
+    return change
+
+
+def cmd_change(args) -> int:
+    change = knee_change_into_folder(args)
     for w in change.change.warnings:
         print(f"warning: {w}", file=sys.stderr)
     c = change.change

@@ -25,7 +25,7 @@ import logging
 
 import slicer
 
-from mskquant.panel import (RunControls, SceneObserver, export_outputs, fill_segment_combo, guarded,
+from mskquant.panel import (BatchSection, RunControls, SceneObserver, export_outputs, fill_segment_combo, guarded,
                             module_parameter_node, show_volume)
 
 from .parameters import KneeT2Parameters
@@ -47,6 +47,11 @@ class KneeT2SegmentPanel:
             ui.runButton, ui.loadMeseButton, ui.meseFolderButton, ui.segmentButton, ui.agreementButton,
             ui.agreementClearButton, ui.compareButton) + self.result_buttons)
         ui.meseFolderButton.connect("clicked(bool)", self.onPickMeseFolder)
+        for name in ("knee-t2", "knee-change"):
+            ui.batchPipelineComboBox.addItem(name)
+        self.batch = BatchSection("knee-t2", ui.batchManifestPathLineEdit, ui.batchOutputPathLineEdit, ui.batchRunButton,
+                                  ui.batchCancelButton, ui.batchProgressBar, ui.batchStatusLabel,
+                                  pipeline_combo=ui.batchPipelineComboBox)
         for selector in (self.ui.baselineSelector, self.ui.followupSelector):
             selector.addAttribute("vtkMRMLTableNode", "MSKQuant.KneeT2Result", "1")
         self.ui.runButton.connect("clicked(bool)", self.onRun)
@@ -133,6 +138,7 @@ class KneeT2SegmentPanel:
     def cleanup(self) -> None:
         self.scene_observer.remove()
         self.controls.discard()
+        self.batch.discard()
 
     def onSceneClose(self) -> None:
         """The scene is closing: results and their buttons go with its nodes."""

@@ -100,7 +100,9 @@ def register(sub) -> None:
 
 
 # --- pain-cam ---------------------------------------------------------------------------------------
-def cmd_pain_cam(args) -> int:
+def pain_cam_into_folder(args, logic=None, progress=None):
+    """One ``pain-cam`` case into ``args.out`` (all outputs or none); returns the result. The single-case
+    command and ``mskquant batch`` both call this (``logic`` kept by a batch worker)."""
     from mskquant import mrml
     from mskquant.atomic import OutputFolder
     from mskquant.cli.common import progress_for
@@ -119,16 +121,21 @@ def cmd_pain_cam(args) -> int:
 
             raise InputError(f"--center-{side} {v} is out of range: slice indices start at 0.")
     params.validate()
-    progress = progress_for(args)
+    progress = progress if progress is not None else progress_for(args)
     out = OutputFolder(args.out, OUTPUT_FILES, overwrite=args.overwrite)  # checked before any work
-    rt = create_headless_runtime()
-    logic = PainCAMLogic(rt)
+    logic = logic if logic is not None else PainCAMLogic(create_headless_runtime())
+    rt = logic.rt
     left = mrml.load_volume(rt, args.left, Path(args.left).name.split(".")[0], what="Left knee")
     right = mrml.load_volume(rt, args.right, Path(args.right).name.split(".")[0], what="Right knee")
     logic.model(params, progress.sub(0.0, 0.05))
     result = logic.run(left, right, params, progress.sub(0.05, 0.95), name="Pain CAM")
     with out:
         logic.export(result, out.stage, extra={"inputs": {"left": args.left, "right": args.right}})
+    return result
+
+
+def cmd_pain_cam(args) -> int:
+    result = pain_cam_into_folder(args)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     a = result.analysis

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import slicer
 
-from mskquant.panel import RunControls, SceneObserver, export_outputs, module_parameter_node, show_volume
+from mskquant.panel import BatchSection, RunControls, SceneObserver, export_outputs, module_parameter_node, show_volume
 
 from .parameters import AUTO, DEFAULT_MODEL, PainCAMParameters
 
@@ -31,6 +31,9 @@ class SiamesePainCAMPanel:
         self.controls = RunControls(self.ui.cancelButton, self.ui.progressBar, self.ui.statusLabel,
                                     buttons=(self.ui.runButton,) + self.result_buttons)
         self.ui.runButton.connect("clicked(bool)", self.onRun)
+        ui = self.ui
+        self.batch = BatchSection("pain-cam", ui.batchManifestPathLineEdit, ui.batchOutputPathLineEdit, ui.batchRunButton,
+                                  ui.batchCancelButton, ui.batchProgressBar, ui.batchStatusLabel)
         self.ui.showLeftButton.connect("clicked(bool)", lambda *_: self.showKnee("left"))
         self.ui.showRightButton.connect("clicked(bool)", lambda *_: self.showKnee("right"))
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
@@ -85,6 +88,7 @@ class SiamesePainCAMPanel:
     def cleanup(self) -> None:
         self.scene_observer.remove()
         self.controls.discard()
+        self.batch.discard()
 
     def onSceneClose(self) -> None:
         self.controls.discard()

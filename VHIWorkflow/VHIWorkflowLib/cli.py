@@ -46,7 +46,9 @@ def register(sub) -> None:
     a.set_defaults(handler=cmd_agreement)
 
 
-def cmd_vhi(args) -> int:
+def vhi_into_folder(args, logic=None, progress=None):
+    """One ``vhi`` case into ``args.out`` (all outputs or none); returns the result. The single-case
+    command and ``mskquant batch`` both call this (``logic`` kept by a batch worker)."""
     from mskquant import mrml
     from mskquant.atomic import OutputFolder
     from mskquant.cli.common import progress_for, write_json
@@ -60,9 +62,9 @@ def cmd_vhi(args) -> int:
         raise InputError("Give --t1 (the network finds the disease region) or --disease-region.")
     params = VHIParameters(min_island_pixels=args.min_island_pixels, device=args.device,
                            model_id=args.model).validate()
-    progress = progress_for(args)
-    rt = create_headless_runtime()
-    logic = VHILogic(rt)
+    progress = progress if progress is not None else progress_for(args)
+    logic = logic if logic is not None else VHILogic(create_headless_runtime())
+    rt = logic.rt
     # Read and check everything before touching the output folder.
     out = OutputFolder(args.out, VHI_OUTPUTS, overwrite=args.overwrite)
     stir = mrml.load_volume(rt, args.stir, "STIR", what="STIR")
@@ -104,6 +106,12 @@ def cmd_vhi(args) -> int:
             "software": f"mskquant {__import__('mskquant').__version__}",
         }
         write_json(summary, out.path("vhi.json"))
+    return result
+
+
+def cmd_vhi(args) -> int:
+    result = vhi_into_folder(args)
+    th = result.thresholds
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     v = result.vhi

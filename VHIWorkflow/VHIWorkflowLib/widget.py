@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import slicer
 
-from mskquant.panel import (RunControls, SceneObserver, export_outputs, fill_segment_combo, guarded,
+from mskquant.panel import (BatchSection, RunControls, SceneObserver, export_outputs, fill_segment_combo, guarded,
                             module_parameter_node, open_segment_editor, show_volume)
 
 from .parameters import VHIParameters
@@ -33,6 +33,8 @@ class VHIWorkflowPanel:
         self.controls = RunControls(ui.cancelButton, ui.progressBar, ui.statusLabel, buttons=(
             ui.runButton, ui.placeRoiBoxButton, ui.drawCurveButton, ui.compareButton) + self.result_buttons)
         ui.runButton.connect("clicked(bool)", self.onRun)
+        self.batch = BatchSection("vhi", ui.batchManifestPathLineEdit, ui.batchOutputPathLineEdit, ui.batchRunButton,
+                                  ui.batchCancelButton, ui.batchProgressBar, ui.batchStatusLabel)
         for selector, combo in ((ui.roiSelector, ui.roiSegmentComboBox), (ui.diseaseRegionSelector, ui.diseaseSegmentComboBox),
                                 (ui.compareASelector, ui.compareASegmentComboBox),
                                 (ui.compareBSelector, ui.compareBSegmentComboBox)):
@@ -73,6 +75,7 @@ class VHIWorkflowPanel:
     def cleanup(self) -> None:
         self.scene_observer.remove()
         self.controls.discard()
+        self.batch.discard()
         self._end_cleaning()
 
     def onSceneClose(self) -> None:

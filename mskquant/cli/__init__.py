@@ -1,7 +1,7 @@
 """The ``mskquant`` command: every pipeline on files, on the same MRML logic the panels use.
 
-Sub-commands: ``info``, ``models``, ``demo`` and one per pipeline, registered by each
-module's ``<Module>Lib.cli``. Expected user errors (bad input, missing model, existing
+Sub-commands: ``info``, ``models``, ``demo``, one per pipeline, registered by each
+module's ``<Module>Lib.cli``, and ``batch`` (cohort mode, :mod:`mskquant.batch.cli`). Expected user errors (bad input, missing model, existing
 results...) print one line on stderr and exit with code 2; Ctrl-C cancels cleanly (exit
 130) without leaving partial outputs.
 """
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that module has no command-line pipeline yet
             raise
         module.register(sub)
+    from ..batch import cli as batch_cli  # argparse only: Dask is imported when a batch runs
+
+    batch_cli.register(sub)
     return parser
 
 
