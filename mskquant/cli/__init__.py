@@ -1,7 +1,7 @@
 """The ``mskquant`` command: every pipeline on files, on the same MRML logic the panels use.
 
-Sub-commands: ``info``, ``models``, ``demo`` and one per pipeline, registered by each
-module's ``<Module>Lib.cli``. Expected user errors (bad input, missing model, existing
+Sub-commands: ``info``, ``models``, ``demo``, one per pipeline, registered by each
+module's ``<Module>Lib.cli``, and ``review`` (:mod:`mskquant.review`). Expected user errors (bad input, missing model, existing
 results...) print one line on stderr and exit with code 2; Ctrl-C cancels cleanly (exit
 130) without leaving partial outputs.
 """
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that module has no command-line pipeline yet
             raise
         module.register(sub)
+    from ..review.cli import register as register_review
+
+    register_review(sub)
     return parser
 
 
