@@ -64,19 +64,23 @@ class VHIPanel:
             view.set_background_volume_id(volume.GetID())
             view.set_foreground_volume_id(None)
             view.fit_view_to_content()
-        if s.result.t1 is not None:
-            red_node = red.get_view_node()
-            self._observers.append((red_node, red_node.AddObserver("ModifiedEvent",
-                                                                   lambda *_: self._link(red, yellow))))
+            view.get_view_node().RotateToVolumePlane(s.result.stir)  # exactly the acquired slices
+        red_node = red.get_view_node()
+        self._observers.append((red_node, red_node.AddObserver("ModifiedEvent",
+                                                               lambda *_: self._on_slice_moved(red, yellow))))
         self.jump_to_most_inflamed_slice()
         d = s.result.stir.GetDisplayNode()
         lo, hi = (float(x) for x in s.result.stir.GetImageData().GetScalarRange())
         self.state.update({"wl_range": [lo, hi], "window": round(d.GetWindow(), 1), "level": round(d.GetLevel(), 1)})
 
-    @staticmethod
-    def _link(red, yellow) -> None:
-        if abs(yellow.get_slice_value() - red.get_slice_value()) > 1e-6:
+    def _on_slice_moved(self, red, yellow) -> None:
+        """Slider, wheel or keys moved the STIR view: the T1W view follows, the slice number updates."""
+        if yellow is not None and abs(yellow.get_slice_value() - red.get_slice_value()) > 1e-6:
             yellow.set_slice_value(red.get_slice_value())
+        previous = self.state.slice_index
+        self._update_slice_label()
+        if self.state.slice_index != previous:
+            self.state.flush()
 
     def jump_to_most_inflamed_slice(self) -> None:
         s = self.session
@@ -98,8 +102,11 @@ class VHIPanel:
         self._update_slice_label()
 
     def _update_slice_label(self) -> None:
-        m = self._views()[0].get_view_node().GetSliceToRAS()
-        ijk = self.session.geometry.ras_to_ijk @ np.array([m.GetElement(r, 3) for r in range(3)] + [1.0])
+        """The acquired slice at the centre of the STIR view (its slice layer's XY -> IJK)."""
+        red = self._views()[0]
+        layer = red.get_volume_layer_logic(self.session.result.stir)
+        w, h, _ = red.get_view_node().GetDimensions()
+        ijk = layer.GetXYToIJKTransform().TransformPoint(w / 2.0, h / 2.0, 0.0)
         self.state.slice_index = int(round(ijk[2 - self.session.axis]))
 
     def on_key(self, key: str) -> None:

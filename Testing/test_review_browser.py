@@ -1,0 +1,160 @@
+"""``mskquant review`` in a real browser (headless Chromium driven by Playwright): a radiologist's
+cleaning of a real SIJ case, saved as reader A and found again after a restart, and the access
+rules of the server. The whole group runs in well under five minutes on two cores."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from review_browser import (browser_page, colour_centre, colour_fraction, number, require_review_stack, review_server,
+                            stroke, view_box, view_pixels, wait_number_change)
+
+
+SUBJECT = "1007"
+DISEASE_BLUE = (0.35, 0.55, 0.85)
+CONSERVATIVE_RED = (0.9, 0.1, 0.1)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    from review_browser import chromium_path
+
+    require_review_stack()
+    chromium_path()
+
+
+@pytest.fixture(scope="module")
+def sij_case(sij_dir, tmp_path_factory, stack):
+    """A 'mskquant vhi' output folder of a real SIJ subject (expert disease region and normal-bone ROI)."""
+    from mskquant.cli import main
+
+    s = sij_dir / SUBJECT
+    out = tmp_path_factory.mktemp("review") / f"sij{SUBJECT}"
+    rc = main(["vhi", "--stir", str(s / "STIR.nii.gz"), "--normal-roi", str(s / "normal_marrow.nii.gz"),
+               "--disease-region", str(s / "disease_region.nii.gz"), "--out", str(out), "-q"])
+    assert rc == 0
+    return out
+
+
+def _figures(page) -> dict:
+    keys = ("sensitive-voxels", "conservative-voxels", "q1", "q3", "n", "lower", "upper", "roi-voxels")
+    return {k: number(page, f"vhi-{k}") for k in keys}
+
+
+def _press(page, key: str, times: int = 1) -> None:
+    page.focus("#views")
+    for _ in range(times):
+        page.keyboard.press(key)
+
+
+def test_vhi_cleaning_roi_erase_undo_save_restart(sij_case, tmp_path):
+    from mskquant.imageio import read_image
+
+    automatic = read_image(sij_case / "inflammation.nii.gz").array
+    with review_server(sij_case, reader="A") as (url, _), browser_page() as page:
+        page.goto(url)
+        page.wait_for_selector("#vhi-sensitive-voxels")
+        box = view_box(page)
+        page.wait_for_timeout(1500)  # first frames of the view
+        rgb = view_pixels(page, box)
+        page.screenshot(path=str(tmp_path / "vhi_open.png"))
+        grey = rgb.mean(axis=2)
+        assert grey.std() > 20 and (grey > 40).mean() > 0.1, "the slice view is blank"
+        assert colour_fraction(rgb, DISEASE_BLUE) > 0.02, "no disease-region overlay in the view"
+        assert colour_centre(rgb, CONSERVATIVE_RED) is not None, "no inflammation overlay on the most inflamed slice"
+        start = _figures(page)
+        assert start["sensitive-voxels"] == int((automatic >= 1).sum())
+
+        # Draw more normal-bone ROI: the thresholds are recomputed from it.
+        page.click("#segment-1")
+        page.click("#tool-paint")
+        _press(page, "]", 10)  # brush 15 mm
+        stroke(page, box, box["width"] * 0.45, box["height"] * 0.62, dx=40)  # below the expert's ROI
+        wait_number_change(page, "vhi-roi-voxels", start["roi-voxels"])
+        page.wait_for_timeout(500)
+        drawn = _figures(page)
+        assert drawn["roi-voxels"] > start["roi-voxels"]
+        assert any(drawn[k] != start[k] for k in ("q1", "q3", "lower", "upper")), f"{start} -> {drawn}"
+
+        # Undo: the ROI and its thresholds come back.
+        page.click("#undo")
+        wait_number_change(page, "vhi-roi-voxels", drawn["roi-voxels"])
+        page.wait_for_timeout(500)
+        undone = _figures(page)
+        assert undone == start, f"{start} -> {undone}"
+
+        # Erase a lesion the reader sees: V_HI drops.
+        rgb = view_pixels(page, box)
+        x, y = colour_centre(rgb, CONSERVATIVE_RED)
+        page.click("#segment-2")
+        page.click("#tool-erase")
+        stroke(page, box, x - 8, y, dx=16)
+        erased_to = wait_number_change(page, "vhi-sensitive-voxels", start["sensitive-voxels"])
+        assert erased_to < start["sensitive-voxels"]
+        erased_slice = int(page.inner_text("#slice-index").split()[-1])
+        after = rgb_after = view_pixels(page, box)
+        page.screenshot(path=str(tmp_path / "vhi_erased.png"))
+        assert np.abs(after - rgb).sum() > 0 and rgb_after.shape == rgb.shape
+
+        time.sleep(2.5)  # the autosave of the unsaved edit
+        assert (sij_case / "readers" / "A" / "autosave" / "vhi.json").is_file()
+        page.click("#save")
+        page.wait_for_function("() => document.getElementById('status').innerText.includes('saved as reader A')")
+        shown = _figures(page)
+
+    saved = sij_case / "readers" / "A"
+    assert not (saved / "autosave").exists()
+    mask = read_image(saved / "inflammation.nii.gz").array
+    assert int((mask >= 1).sum()) == shown["sensitive-voxels"]
+    assert int((mask == 2).sum()) == shown["conservative-voxels"]
+    assert not np.any((mask >= 1) & (automatic == 0)), "erasing may only remove voxels"
+    edits = json.loads((saved / "edits.json").read_text())
+    sens = edits["segments"]["Inflammation (sensitive)"]
+    assert edits["reader"] == "A" and sens["added"] == 0
+    assert [c["slice"] for c in sens["slices"]] == [erased_slice], "the slice shown is the slice edited"
+    assert sens["removed"] == start["sensitive-voxels"] - shown["sensitive-voxels"]
+    summary = json.loads((saved / "vhi.json").read_text())
+    assert summary["voxels"]["sensitive"] == shown["sensitive-voxels"] and summary["review"]["reviewed"]
+    # The case's own result is untouched.
+    assert np.array_equal(read_image(sij_case / "inflammation.nii.gz").array, automatic)
+
+    # Restart: reader A finds the saved state.
+    with review_server(sij_case, reader="A") as (url, _), browser_page() as page:
+        page.goto(url)
+        page.wait_for_selector("#vhi-sensitive-voxels")
+        page.wait_for_function("() => document.getElementById('vhi-sensitive-voxels').innerText.trim() !== ''")
+        assert number(page, "vhi-sensitive-voxels") == shown["sensitive-voxels"]
+        assert page.locator("#restore-autosave").count() == 0
+
+
+def _get(url: str, path: str, headers=None) -> int:
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("GET", path, headers=headers or {})  # sent as written: no client-side path clean-up
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_security_files_confined_and_token_required(sij_case, tmp_path):
+    secret = tmp_path / "outside.txt"
+    secret.write_text("not part of the review folder")
+    with review_server(sij_case, reader="B") as (url, _):
+        assert _get(url, "/files/vhi.json") == 200
+        for path in ("/files/../../../../etc/passwd", "/files/%2e%2e/%2e%2e/etc/passwd", "/files//etc/passwd",
+                     f"/files/{secret}", "/files/" + "../" * 8 + str(secret).lstrip("/")):
+            assert _get(url, path) in (403, 404), path
+    with review_server(sij_case, reader="B", host="0.0.0.0") as (url, line):
+        token = line.split("?token=")[1].split()[0] if "?token=" in line else None
+        assert token, f"no access token printed for a non-loopback host: {line}"
+        assert _get(url, "/") == 403 and _get(url, "/index.html") == 403
+        assert _get(url, "/files/vhi.json") == 403
+        assert _get(url, f"/?token=wrong{token}") == 403
+        assert _get(url, f"/index.html?token={token}") == 200
+        assert _get(url, "/index.html", {"Cookie": f"mskquant_review_token={token}"}) == 200
