@@ -29,6 +29,7 @@ from .cases import Case, first_unreviewed
 from .security import AccessPolicy
 
 AUTOSAVE_DELAY_S = 2.0
+EVENT_THROTTLE_S = 0.05
 LAYOUTS = {
     "one": Layout(LayoutDirection.Horizontal, [ViewLayoutDefinition.axial_view("Red")]),
     "two": Layout(LayoutDirection.Horizontal, [ViewLayoutDefinition.axial_view("Red"),
@@ -45,7 +46,9 @@ class ReviewApp(TrameApp):
         self.cases, self.reader, self.policy = cases, reader, policy
         self.slicer_app = SlicerApp()
         self.rt = runtime_on(self.slicer_app.scene, self.slicer_app.app_logic)
-        register_rca_factories(self.slicer_app.view_manager, self.server)
+        # Software rendering on a few cores takes 0.1-0.3 s a frame: mouse moves closer than 50 ms apart are
+        # merged in the browser, so a stroke's release is not queued behind a frame per move.
+        register_rca_factories(self.slicer_app.view_manager, self.server, rca_event_throttle_s=EVENT_THROTTLE_S)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layout_manager.register_layout_dict(LAYOUTS)
         self.layout_manager.set_layout("one")

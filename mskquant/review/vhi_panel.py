@@ -8,7 +8,9 @@ inflammation segment can only be painted inside the segment it nests in.
 
 from __future__ import annotations
 
-import asyncio
+import os
+import sys
+import time
 
 import numpy as np
 from trame.widgets import html
@@ -18,6 +20,7 @@ from trame_slicer.segmentation import (BrushDiameterMode, SegmentationEffectEras
 
 from .vhi_session import VHIReviewSession
 
+PROFILE = bool(os.environ.get("MSKQUANT_REVIEW_PROFILE"))
 SEGMENTS = ("Disease region", "Normal bone", "Inflammation (sensitive)", "Inflammation (conservative)")
 TOOLS = {"none": SegmentationEffectNoTool, "paint": SegmentationEffectPaint, "erase": SegmentationEffectErase,
          "scissors": SegmentationEffectScissors}
@@ -36,7 +39,7 @@ class VHIPanel:
         self.nested.begin()
         self._slot = self.ed.segmentation_modified.connect(self._on_modified)
         self._observers = []
-        self._pending = None
+        self._handled_mtime = None
         self.set_segment(2)
         self.state.update({"vhi_tool": "none", "vhi_visible": [True] * 4, "brush_mm": 5.0,
                            "autosave_pending": VHIReviewSession.autosave_pending(case, app.reader)
@@ -153,20 +156,26 @@ class VHIPanel:
         d.SetWindowLevel(float(window), float(level))
 
     def _on_modified(self, *_):
-        """A stroke emits several modified signals: handle them once, as soon as the stroke is applied."""
-        if self._pending is not None:
+        """A stroke emits several modified signals: handle the first at once (before the view is rendered
+        again, so the figures reach the page first) and skip those that follow with nothing new."""
+        if self._labelmaps_mtime() == self._handled_mtime:
             return
-        try:
-            self._pending = asyncio.get_running_loop().call_soon(self._apply_modified)
-        except RuntimeError:  # no event loop (driven directly)
-            self._apply_modified()
+        self._apply_modified()
+
+    def _labelmaps_mtime(self) -> int:
+        seg = self.session.segmentation.GetSegmentation()
+        return max(seg.GetNthSegment(i).GetRepresentation("Binary labelmap").GetMTime()
+                   for i in range(seg.GetNumberOfSegments()))
 
     def _apply_modified(self) -> None:
-        self._pending = None
+        t0 = time.time()
         if self.session.on_segmentation_modified():
+            self._handled_mtime = self._labelmaps_mtime()
             with self.state:
                 self.refresh()
             self.app.schedule_autosave()
+        if PROFILE:
+            print(f"[review] stroke handled at {t0:.3f} in {time.time() - t0:.3f} s", file=sys.stderr, flush=True)
 
     def undo(self) -> None:
         if self.app.undo_stack.can_undo():
