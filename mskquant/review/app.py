@@ -30,6 +30,8 @@ from .security import AccessPolicy
 
 AUTOSAVE_DELAY_S = 2.0
 EVENT_THROTTLE_S = 0.05
+FRAMES_PER_S = 4.0
+FRAME_QUALITY = 90  # the encoder's still quality
 LAYOUTS = {
     "one": Layout(LayoutDirection.Horizontal, [ViewLayoutDefinition.axial_view("Red")]),
     "two": Layout(LayoutDirection.Horizontal, [ViewLayoutDefinition.axial_view("Red"),
@@ -46,9 +48,12 @@ class ReviewApp(TrameApp):
         self.cases, self.reader, self.policy = cases, reader, policy
         self.slicer_app = SlicerApp()
         self.rt = runtime_on(self.slicer_app.scene, self.slicer_app.app_logic)
-        # Software rendering on a few cores takes 0.1-0.3 s a frame: mouse moves closer than 50 ms apart are
-        # merged in the browser, so a stroke's release is not queued behind a frame per move.
-        register_rca_factories(self.slicer_app.view_manager, self.server, rca_event_throttle_s=EVENT_THROTTLE_S)
+        # Software rendering on a few cores takes 0.05-0.3 s a frame and blocks the server meanwhile. So: mouse
+        # moves closer than 50 ms apart are merged in the browser, a view renders at most FRAMES_PER_S times a
+        # second (events in between are handled without a frame), and each frame is encoded once at full
+        # quality (no second "still" frame after an interaction).
+        register_rca_factories(self.slicer_app.view_manager, self.server, rca_event_throttle_s=EVENT_THROTTLE_S,
+                               target_fps=FRAMES_PER_S, blur_fps=FRAMES_PER_S, interactive_quality=FRAME_QUALITY)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layout_manager.register_layout_dict(LAYOUTS)
         self.layout_manager.set_layout("one")
