@@ -158,3 +158,53 @@ def test_security_files_confined_and_token_required(sij_case, tmp_path):
         assert _get(url, f"/?token=wrong{token}") == 403
         assert _get(url, f"/index.html?token={token}") == 200
         assert _get(url, "/index.html", {"Cookie": f"mskquant_review_token={token}"}) == 200
+
+
+@pytest.fixture(scope="module")
+def cam_case(tmp_path_factory, stack):
+    """A 'mskquant pain-cam' output folder of a simulated left/right pair (analytic knee, bundled demo model)."""
+    from mskquant.cli import main
+
+    work = tmp_path_factory.mktemp("review_cam")
+    assert main(["pain-phantom", "--analytic", "--pairs", "1", "--out", str(work / "pairs"), "-q"]) == 0
+    out = work / "case"
+    assert main(["pain-cam", "--left", str(work / "pairs" / "pain_000_left.nii.gz"), "--right",
+                 str(work / "pairs" / "pain_000_right.nii.gz"), "--out", str(out), "-q"]) == 0
+    return out
+
+
+def _red_hue_fraction(rgb: np.ndarray) -> float:
+    """Pixels clearly redder than grey (the heat colours of a CAM over the knee)."""
+    return float(((rgb[..., 0] - rgb[..., 1:].max(axis=2)) > 40).mean())
+
+
+def test_cam_review_opacity_jump_verdict(cam_case, tmp_path):
+    summary = json.loads((cam_case / "pain.json").read_text())
+    with review_server(cam_case, reader="A") as (url, _), browser_page() as page:
+        page.goto(url)
+        page.wait_for_selector("#cam-result")
+        box = view_box(page)
+        page.wait_for_timeout(1500)
+        assert f"p = {round(summary['p_right_painful'], 3)}" in page.inner_text("#cam-result")
+        assert summary["painful_side"] in page.inner_text("#cam-result")
+        rgb = view_pixels(page, box)
+        page.screenshot(path=str(tmp_path / "cam_open.png"))
+        assert rgb.mean(axis=2).std() > 15, "the knee view is blank"
+        heat = _red_hue_fraction(rgb)
+        assert heat > 0.05, "no CAM heat colours over the knee"
+
+        # Opacity slider to its low end: the heat colours fade.
+        track = page.locator("#cam-opacity").locator("xpath=ancestor::div[contains(@class,'v-slider')][1]")
+        tb = track.locator(".v-slider-track").bounding_box()
+        page.mouse.click(tb["x"] + 2, tb["y"] + tb["height"] / 2)
+        page.wait_for_function("() => parseFloat(document.getElementById('cam-opacity-value').innerText"
+                               ".split(' ')[1]) < 0.2")
+        page.wait_for_timeout(1500)
+        faded = _red_hue_fraction(view_pixels(page, box))
+        assert faded < heat / 2, (heat, faded)
+
+        page.click("#cam-max")
+        page.click("#cam-verdict-1")
+        page.wait_for_function("() => document.getElementById('cam-verdict').innerText.includes('CAM elsewhere')")
+    rows = (cam_case / "review.csv").read_text().splitlines()
+    assert rows[0].startswith("reader,verdict") and rows[1].startswith("A,CAM elsewhere,")

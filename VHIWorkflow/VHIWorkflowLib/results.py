@@ -19,6 +19,7 @@ from typing import Dict, Optional
 
 from mskquant import mrml
 from mskquant.errors import InputError
+from mskquant.paths import recorded_input
 
 from .inflammation import SEG_CONSERVATIVE, SEG_DISEASE, SEG_NORMAL, SEG_SENSITIVE, VHI, segment_inflammation
 from .logic import AUTOMATIC_REFERENCE, SEGMENT_STYLE, STIR_REFERENCE, VHILogic
@@ -41,20 +42,6 @@ class ReopenedResult:
     min_island_pixels: int
 
 
-def input_path(folder: Path, recorded: Optional[str]) -> Optional[Path]:
-    """An input file a run recorded in ``vhi.json``: absolute, or relative to where the run was started
-    (tried from the case folder and its parents, then the current folder)."""
-    if not recorded:
-        return None
-    p = Path(recorded).expanduser()
-    if p.is_absolute():
-        return p if p.is_file() else None
-    for base in (folder, *folder.resolve().parents, Path.cwd()):
-        if (base / p).is_file():
-            return base / p
-    return None
-
-
 def thresholds_of_summary(summary: dict) -> Thresholds:
     t = summary["thresholds"]
     return Thresholds(lower=t["lower"], upper=t["upper"], n=t["n"], q1=t["q1"], q3=t["q3"], iqr=t["iqr"],
@@ -70,11 +57,11 @@ def reopen_result(logic: VHILogic, folder: "str | Path", segmentation_file: Opti
         summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"{folder / SUMMARY_FILE} cannot be read ({exc}): give a 'mskquant vhi' output folder.") from None
-    stir_path = input_path(folder, summary.get("inputs", {}).get("stir"))
+    stir_path = recorded_input(folder, summary.get("inputs", {}).get("stir"))
     if stir_path is None:
         raise InputError(f"The STIR image of {folder} ({summary.get('inputs', {}).get('stir')}) is not found: the "
                          f"review needs the image the result was computed on.")
-    t1_path = input_path(folder, summary.get("inputs", {}).get("t1"))
+    t1_path = recorded_input(folder, summary.get("inputs", {}).get("t1"))
     rt = logic.rt
     stir = mrml.load_volume(rt, stir_path, "STIR", what="STIR")
     t1 = mrml.load_volume(rt, t1_path, "T1W", what="T1W") if t1_path is not None else None

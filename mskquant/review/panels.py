@@ -8,10 +8,14 @@ def panel_for(kind: str):
         from .vhi_panel import VHIPanel
 
         return VHIPanel
+    if kind == "pain-cam":
+        from .cam_panel import CAMPanel
+
+        return CAMPanel
     from mskquant.errors import InputError
 
     raise InputError(f"Reviewing {kind} results in the browser is not available yet: 'mskquant review' opens "
-                     f"vhi case folders.")
+                     f"vhi and pain-cam case folders.")
 
 
 def build_drawers(app, kinds) -> None:
@@ -24,3 +28,8 @@ def build_drawers(app, kinds) -> None:
 
             with v3.VContainer(v_if=("case_kind === 'vhi'",), classes="pa-2"):
                 build_vhi_drawer(app)
+        elif kind == "pain-cam":
+            from .cam_panel import build_cam_drawer
+
+            with v3.VContainer(v_if=("case_kind === 'pain-cam'",), classes="pa-2"):
+                build_cam_drawer(app)
