@@ -208,3 +208,66 @@ def test_cam_review_opacity_jump_verdict(cam_case, tmp_path):
         page.wait_for_function("() => document.getElementById('cam-verdict').innerText.includes('CAM elsewhere')")
     rows = (cam_case / "review.csv").read_text().splitlines()
     assert rows[0].startswith("reader,verdict") and rows[1].startswith("A,CAM elsewhere,")
+
+
+@pytest.fixture(scope="module")
+def knee_case(tmp_path_factory, stack):
+    """A 'mskquant knee-t2' output folder of a MESE phantom of the analytic knee (with its true cartilage)."""
+    from KneeT2SegmentLib.anatomy import analytic_knee
+    from mskquant.cli import main
+    from mskquant.imageio import write_image
+
+    work = tmp_path_factory.mktemp("review_knee")
+    write_image(analytic_knee(), work / "knee.nii.gz")
+    assert main(["knee-phantom", "--labelmap", str(work / "knee.nii.gz"), "--out", str(work / "ph"), "-q"]) == 0
+    out = work / "case"
+    assert main(["knee-t2", "--mese", str(work / "ph" / "mese.nii.gz"), "--mask",
+                 str(work / "ph" / "truth_cartilage.nii.gz"), "--out", str(out), "-q"]) == 0
+    return out
+
+
+def _t2_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Where the T2 colour map (cartilage T2 40-50 ms: blue-cyan) shows over the grey echo."""
+    return (rgb[..., 2] - rgb[..., 0]) > 60
+
+
+def test_knee_review_edit_cartilage_recompute_save(knee_case, tmp_path):
+    from mskquant.imageio import read_image
+
+    summary = json.loads((knee_case / "knee_t2.json").read_text())
+    with review_server(knee_case, reader="A") as (url, _), browser_page() as page:
+        page.goto(url)
+        page.wait_for_selector("#knee-cartilage")
+        box = view_box(page)
+        page.wait_for_timeout(1500)
+        start = int(page.inner_text("#knee-cartilage").split(":")[1].split()[0])
+        assert start == summary["counts"]["mask_voxels"]
+        assert number(page, "knee-t2-0") == round(summary["regions"][0]["mean_t2_ms"], 2)
+        rgb = view_pixels(page, box)
+        page.screenshot(path=str(tmp_path / "knee_open.png"))
+        assert rgb.mean(axis=2).std() > 15, "the echo view is blank"
+        t2 = _t2_pixels(rgb)
+        assert t2.mean() > 0.001, "no T2 colours on the cartilage"
+        ys, xs = np.nonzero(t2)
+        y = float(np.median(ys))
+        page.click("#knee-tool-erase")
+        stroke(page, box, float(xs.min()) - 15, y, dx=float(xs.max() - xs.min()) + 30, steps=8)
+        page.wait_for_function(f"() => !document.getElementById('knee-cartilage').innerText.includes('{start} ')")
+        edited = int(page.inner_text("#knee-cartilage").split(":")[1].split()[0])
+        assert edited < start
+        page.click("#knee-recompute")
+        page.wait_for_function("() => document.getElementById('status').innerText.includes('T2 recomputed')",
+                               timeout=60000)
+        all_n = int(page.locator("#knee-table tr").first.locator("td").nth(2).inner_text())
+        assert all_n <= edited < start
+        page.click("#knee-save")
+        page.wait_for_function("() => document.getElementById('status').innerText.includes('saved as reader A')",
+                               timeout=60000)
+    saved = knee_case / "readers" / "A"
+    cart = read_image(saved / "cartilage.nii.gz").array
+    assert int(cart.sum()) == edited
+    review = json.loads((saved / "knee_t2.json").read_text())
+    assert review["review"]["reader"] == "A" and review["regions"][0]["n_voxels"] == all_n
+    edits = json.loads((saved / "edits.json").read_text())
+    assert edits["segments"]["Femoral cartilage"]["removed"] == start - edited
+    assert json.loads((knee_case / "knee_t2.json").read_text()) == summary  # the case's own result untouched

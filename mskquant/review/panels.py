@@ -12,6 +12,10 @@ def panel_for(kind: str):
         from .cam_panel import CAMPanel
 
         return CAMPanel
+    if kind == "knee-t2":
+        from .knee_panel import KneePanel
+
+        return KneePanel
     from mskquant.errors import InputError
 
     raise InputError(f"Reviewing {kind} results in the browser is not available yet: 'mskquant review' opens "
@@ -33,3 +37,8 @@ def build_drawers(app, kinds) -> None:
 
             with v3.VContainer(v_if=("case_kind === 'pain-cam'",), classes="pa-2"):
                 build_cam_drawer(app)
+        elif kind == "knee-t2":
+            from .knee_panel import build_knee_drawer
+
+            with v3.VContainer(v_if=("case_kind === 'knee-t2'",), classes="pa-2"):
+                build_knee_drawer(app)
