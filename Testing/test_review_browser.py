@@ -271,3 +271,52 @@ def test_knee_review_edit_cartilage_recompute_save(knee_case, tmp_path):
     edits = json.loads((saved / "edits.json").read_text())
     assert edits["segments"]["Femoral cartilage"]["removed"] == start - edited
     assert json.loads((knee_case / "knee_t2.json").read_text()) == summary  # the case's own result untouched
+
+
+@pytest.fixture(scope="module")
+def synthetic_batch(tmp_path_factory, stack):
+    """A folder of two synthetic V_HI cases (STIR + T1W): the case list, next / previous."""
+    import shutil
+
+    from conftest import write_vhi_case_files
+    from mskquant.cli import main
+
+    work = tmp_path_factory.mktemp("review_batch")
+    write_vhi_case_files(work / "in")
+    first = work / "batch" / "case_a"
+    assert main(["vhi", "-q", "--stir", str(work / "in" / "STIR.nii.gz"), "--t1", str(work / "in" / "T1W.nii.gz"),
+                 "--normal-roi", str(work / "in" / "ROI.nii.gz"), "--disease-region", str(work / "in" / "DR.nii.gz"),
+                 "--out", str(first)]) == 0
+    shutil.copytree(first, work / "batch" / "case_b")
+    return work / "batch"
+
+
+def test_vhi_t1_view_linked_and_batch_navigation(synthetic_batch):
+    with review_server(synthetic_batch, reader="A") as (url, _), browser_page(1280, 760) as page:
+        page.goto(url)
+        page.wait_for_selector("#vhi-sensitive-voxels")
+        view_box(page)
+        page.wait_for_timeout(1000)
+        boxes = page.evaluate("() => Array.from(document.querySelectorAll('img.image-display-area'))"
+                              ".map(e => JSON.parse(JSON.stringify(e.getBoundingClientRect())))")
+        assert len(boxes) == 2, "STIR and T1W views"
+        assert "case_a" in page.inner_text("#case-title") and page.locator("#case-list .v-list-item").count() == 2
+        start = number(page, "vhi-sensitive-voxels")
+        t1_view = boxes[1]
+        centre = colour_centre(view_pixels(page, t1_view), (1.0, 0.85, 0.1))
+        assert centre is not None, "the inflammation overlay shows on the T1W view too"
+        page.click("#segment-2")
+        page.click("#tool-erase")
+        stroke(page, t1_view, centre[0] - 5, centre[1], dx=10)
+        assert wait_number_change(page, "vhi-sensitive-voxels", start) < start
+        page.click("#save")
+        page.wait_for_function("() => document.getElementById('status').innerText.includes('saved as reader A')")
+        page.click("#next-case")
+        page.wait_for_function("() => document.getElementById('case-title').innerText.includes('case_b')")
+        page.wait_for_function(f"() => document.getElementById('vhi-sensitive-voxels').innerText.trim() === '{int(start)}'")
+        page.click("#prev-case")
+        page.wait_for_function("() => document.getElementById('case-title').innerText.includes('case_a')")
+        page.wait_for_function(f"() => parseFloat(document.getElementById('vhi-sensitive-voxels').innerText) < {start}")
+        assert "reviewed" in page.locator("#case-list .v-list-item").first.inner_text()
+    assert (synthetic_batch / "case_a" / "readers" / "A" / "vhi.json").is_file()
+    assert not (synthetic_batch / "case_b" / "readers").exists()
