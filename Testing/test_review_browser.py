@@ -102,6 +102,15 @@ def test_vhi_cleaning_roi_erase_undo_save_restart(sij_case, tmp_path):
         page.screenshot(path=str(tmp_path / "vhi_erased.png"))
         assert np.abs(after - rgb).sum() > 0 and rgb_after.shape == rgb.shape
 
+        # Slices: the mouse wheel over the view and the keys move through them.
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, 120)
+        page.wait_for_function(f"() => !document.getElementById('slice-index').innerText.endsWith(' {erased_slice}')")
+        wheeled = int(page.inner_text("#slice-index").split()[-1])
+        assert abs(wheeled - erased_slice) == 1
+        _press(page, "ArrowDown" if wheeled > erased_slice else "ArrowUp")
+        page.wait_for_function(f"() => document.getElementById('slice-index').innerText.endsWith(' {erased_slice}')")
+
         time.sleep(2.5)  # the autosave of the unsaved edit
         assert (sij_case / "readers" / "A" / "autosave" / "vhi.json").is_file()
         page.click("#save")

@@ -100,9 +100,10 @@ class VHIPanel:
         self._update_slice_label()
 
     def step_slice(self, step: int) -> None:
-        red = self._views()[0]
-        red.set_slice_value(red.get_slice_value() + step * red.get_slice_step())
+        """One acquired slice up (+1) or down (-1), by slice number (the view's offset may run either way)."""
         self._update_slice_label()
+        n = self.session.geometry.shape_kji[self.session.axis]
+        self.jump_to_slice(int(np.clip(self.state.slice_index + step, 0, n - 1)))
 
     def _update_slice_label(self) -> None:
         """The acquired slice at the centre of the STIR view (its slice layer's XY -> IJK)."""
