@@ -176,3 +176,56 @@ def test_review_help_is_fast_and_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+_SAVER = """
+import sys, time
+from mskquant import mrml
+from mskquant.headless import create_headless_runtime
+from mskquant.review.cases import find_cases
+from mskquant.review.vhi_session import VHIReviewSession
+from mskquant.errors import MSKQuantError
+from VHIWorkflowLib.logic import SEGMENT_STYLE
+s = VHIReviewSession(create_headless_runtime(), find_cases(sys.argv[1])[0], "A")
+name = "Inflammation (sensitive)"
+m = s.masks()[name]
+m[int(sys.argv[2])] = False
+mrml.set_segment(s.segmentation, mrml.SegmentSpec(name, m, *SEGMENT_STYLE[name]), s.geometry)
+s.on_segmentation_modified()
+time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
+try:
+    s.save()
+    print("saved", s.figures()["sensitive_voxels"])
+except MSKQuantError as exc:
+    print("refused", exc)
+"""
+
+
+def test_two_tabs_saving_at_once_leave_one_whole_state(vhi_case):
+    """Two review processes of one reader save the same case at the same moment: the reader's folder holds
+    one of the two states, whole (mask, vhi.json and edits.json agree), never a mix."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mskquant.imageio import read_image
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(root / p) for p in ("", "VHIWorkflow"))}
+    auto = read_image(vhi_case / "inflammation.nii.gz").array >= 1
+    slices = [int(k) for k in np.flatnonzero(auto.reshape(auto.shape[0], -1).any(axis=1))[:2]]
+    at = time.time() + 6
+    procs = [subprocess.Popen([sys.executable, "-c", _SAVER, str(vhi_case), str(k), str(at)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for k in slices]
+    outs = [p.communicate(timeout=120)[0].strip().splitlines()[-1] for p in procs]
+    assert any(o.startswith("saved") for o in outs), outs
+    saved = vhi_case / "readers" / "A"
+    mask = read_image(saved / "inflammation.nii.gz").array >= 1
+    summary = json.loads((saved / "vhi.json").read_text())
+    edits = json.loads((saved / "edits.json").read_text())
+    assert summary["voxels"]["sensitive"] == int(mask.sum())
+    changed = [c["slice"] for c in edits["segments"]["Inflammation (sensitive)"]["slices"]]
+    assert len(changed) == 1 and changed[0] in slices
+    assert not mask[changed[0]].any() and mask[[k for k in slices if k != changed[0]][0]].any()
+    assert not any(p.name.startswith(".mskquant-staging") for p in saved.iterdir())
