@@ -30,7 +30,7 @@ from .security import AccessPolicy
 
 AUTOSAVE_DELAY_S = 2.0
 EVENT_THROTTLE_S = 0.05
-FRAMES_PER_S = 4.0
+FRAMES_PER_S = 2.0
 FRAME_QUALITY = 90  # the encoder's still quality
 LAYOUTS = {
     "one": Layout(LayoutDirection.Horizontal, [ViewLayoutDefinition.axial_view("Red")]),
@@ -51,7 +51,9 @@ class ReviewApp(TrameApp):
         # Software rendering on a few cores takes 0.05-0.3 s a frame and blocks the server meanwhile. So: mouse
         # moves closer than 50 ms apart are merged in the browser, a view renders at most FRAMES_PER_S times a
         # second (events in between are handled without a frame), and each frame is encoded once at full
-        # quality (no second "still" frame after an interaction).
+        # quality (no second "still" frame after an interaction). Measured on the shared 2-core machine
+        # (benchmarks/bench_review.py): at 2 frames a second a stroke's V_HI is on screen in ~0.3 s; at 3 or 4
+        # the frames take all the time under load and it waits 1.3-2 s.
         register_rca_factories(self.slicer_app.view_manager, self.server, rca_event_throttle_s=EVENT_THROTTLE_S,
                                target_fps=FRAMES_PER_S, blur_fps=FRAMES_PER_S, interactive_quality=FRAME_QUALITY)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)

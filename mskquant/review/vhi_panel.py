@@ -8,10 +8,6 @@ inflammation segment can only be painted inside the segment it nests in.
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-
 import numpy as np
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
@@ -20,7 +16,6 @@ from trame_slicer.segmentation import (BrushDiameterMode, SegmentationEffectEras
 
 from .vhi_session import VHIReviewSession
 
-PROFILE = bool(os.environ.get("MSKQUANT_REVIEW_PROFILE"))
 SEGMENTS = ("Disease region", "Normal bone", "Inflammation (sensitive)", "Inflammation (conservative)")
 TOOLS = {"none": SegmentationEffectNoTool, "paint": SegmentationEffectPaint, "erase": SegmentationEffectErase,
          "scissors": SegmentationEffectScissors}
@@ -169,14 +164,11 @@ class VHIPanel:
                    for i in range(seg.GetNumberOfSegments()))
 
     def _apply_modified(self) -> None:
-        t0 = time.time()
         if self.session.on_segmentation_modified():
             self._handled_mtime = self._labelmaps_mtime()
             with self.state:
                 self.refresh()
             self.app.schedule_autosave()
-        if PROFILE:
-            print(f"[review] stroke handled at {t0:.3f} in {time.time() - t0:.3f} s", file=sys.stderr, flush=True)
 
     def undo(self) -> None:
         if self.app.undo_stack.can_undo():
