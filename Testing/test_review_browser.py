@@ -329,3 +329,33 @@ def test_vhi_t1_view_linked_and_batch_navigation(synthetic_batch):
         assert "reviewed" in page.locator("#case-list .v-list-item").first.inner_text()
     assert (synthetic_batch / "case_a" / "readers" / "A" / "vhi.json").is_file()
     assert not (synthetic_batch / "case_b" / "readers").exists()
+
+
+def test_unsaved_edit_survives_a_closed_tab_and_server(synthetic_batch, tmp_path):
+    """Reader B erases without saving, the tab and the server go away; the next start offers the autosave
+    and restores it."""
+    import shutil
+
+    case = tmp_path / "case"
+    shutil.copytree(synthetic_batch / "case_b", case, ignore=shutil.ignore_patterns("readers"))
+    with review_server(case, reader="B") as (url, _), browser_page(1280, 760) as page:
+        page.goto(url)
+        page.wait_for_selector("#vhi-sensitive-voxels")
+        box = view_box(page)
+        page.wait_for_timeout(1000)
+        start = number(page, "vhi-sensitive-voxels")
+        centre = colour_centre(view_pixels(page, box), (1.0, 0.85, 0.1))
+        page.click("#segment-2")
+        page.click("#tool-erase")
+        stroke(page, box, centre[0] - 5, centre[1], dx=10)
+        edited = wait_number_change(page, "vhi-sensitive-voxels", start)
+        time.sleep(3)  # the autosave, two seconds after the last stroke
+    assert (case / "readers" / "B" / "autosave" / "vhi.json").is_file()
+    assert not (case / "readers" / "B" / "vhi.json").exists(), "nothing saved without Save"
+    with review_server(case, reader="B") as (url, _), browser_page(1280, 760) as page:
+        page.goto(url)
+        page.wait_for_selector("#restore-autosave")
+        assert number(page, "vhi-sensitive-voxels") == start  # the saved (here: automatic) state first
+        page.click("#restore-autosave")
+        page.wait_for_function(f"() => parseFloat(document.getElementById('vhi-sensitive-voxels').innerText)"
+                               f" === {edited}")
