@@ -301,6 +301,12 @@ def synthetic_batch(tmp_path_factory, stack):
 
 
 def test_vhi_t1_view_linked_and_batch_navigation(synthetic_batch):
+    from mskquant.headless import create_headless_runtime
+    from mskquant.review.cases import find_cases
+    from mskquant.review.vhi_session import VHIReviewSession
+
+    # Reader B has saved case_a as the workflow left it: after A's save the app shows their agreement.
+    VHIReviewSession(create_headless_runtime(), find_cases(synthetic_batch / "case_a")[0], "B").save()
     with review_server(synthetic_batch, reader="A") as (url, _), browser_page(1280, 760) as page:
         page.goto(url)
         page.wait_for_selector("#vhi-sensitive-voxels")
@@ -320,6 +326,13 @@ def test_vhi_t1_view_linked_and_batch_navigation(synthetic_batch):
         assert wait_number_change(page, "vhi-sensitive-voxels", start) < start
         page.click("#save")
         page.wait_for_function("() => document.getElementById('status').innerText.includes('saved as reader A')")
+        page.wait_for_selector("#reader-comparison")
+        comparison = page.inner_text("#reader-comparison")
+        assert "Readers A / B" in comparison
+        assert 0 < float(comparison.split("Dice ")[1].split(",")[0]) < 1
+        page.click("#tool-scissors")
+        page.wait_for_function("() => document.querySelector('#tool-scissors').className.includes('flat')")
+        assert page.inner_text("#message").strip() == ""
         page.click("#next-case")
         page.wait_for_function("() => document.getElementById('case-title').innerText.includes('case_b')")
         page.wait_for_function(f"() => document.getElementById('vhi-sensitive-voxels').innerText.trim() === '{int(start)}'")
@@ -328,7 +341,7 @@ def test_vhi_t1_view_linked_and_batch_navigation(synthetic_batch):
         page.wait_for_function(f"() => parseFloat(document.getElementById('vhi-sensitive-voxels').innerText) < {start}")
         assert "reviewed" in page.locator("#case-list .v-list-item").first.inner_text()
     assert (synthetic_batch / "case_a" / "readers" / "A" / "vhi.json").is_file()
-    assert not (synthetic_batch / "case_b" / "readers").exists()
+    assert not (synthetic_batch / "case_b" / "readers" / "A").exists()
 
 
 def test_unsaved_edit_survives_a_closed_tab_and_server(synthetic_batch, tmp_path):
