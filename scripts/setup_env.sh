@@ -46,5 +46,7 @@ if [ "$(cat .venv/.mskquant-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[headless,test,review]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, slicer, SimpleITK, scipy, numpy, vtk" \
     || { echo "[setup] the environment is incomplete: see the pip output above" >&2; exit 1; }
+  .venv/bin/python -c "import trame_slicer, playwright" \
+    || { echo "[setup] the review extra (trame-slicer, Playwright) is missing: see the pip output above" >&2; exit 1; }
   echo "$stamp" > .venv/.mskquant-stamp
 fi
