@@ -151,7 +151,8 @@ def _get(url: str, path: str, headers=None) -> int:
     return status
 
 
-def test_security_files_confined_and_token_required(sij_case, tmp_path):
+def test_security_files_confined_and_token_required(synthetic_batch, tmp_path):
+    sij_case = synthetic_batch / "case_a"  # any case folder: the synthetic one needs no ../shared
     secret = tmp_path / "outside.txt"
     secret.write_text("not part of the review folder")
     with review_server(sij_case, reader="B") as (url, _):
