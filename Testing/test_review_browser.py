@@ -318,6 +318,19 @@ def test_vhi_t1_view_linked_and_batch_navigation(synthetic_batch):
         assert len(boxes) == 2, "STIR and T1W views"
         assert "case_a" in page.inner_text("#case-title") and page.locator("#case-list .v-list-item").count() == 2
         start = number(page, "vhi-sensitive-voxels")
+        # Each segment can be hidden; window / level change the STIR's grey levels.
+        stir_view = boxes[0]
+        shown = colour_fraction(view_pixels(page, stir_view), DISEASE_BLUE)
+        page.locator("#visible-0").uncheck()
+        page.wait_for_timeout(1500)
+        assert colour_fraction(view_pixels(page, stir_view), DISEASE_BLUE) < shown / 4
+        page.locator("#visible-0").check()
+        grey = view_pixels(page, stir_view).mean()
+        tb = page.locator("#level").locator("xpath=ancestor::div[contains(@class,'v-slider')][1]") \
+            .locator(".v-slider-track").bounding_box()
+        page.mouse.click(tb["x"] + 2, tb["y"] + tb["height"] / 2)  # level at its minimum: brighter image
+        page.wait_for_timeout(1500)
+        assert view_pixels(page, stir_view).mean() > grey + 10
         t1_view = boxes[1]
         centre = colour_centre(view_pixels(page, t1_view), (1.0, 0.85, 0.1))
         assert centre is not None, "the inflammation overlay shows on the T1W view too"
