@@ -101,7 +101,7 @@ def imported_names(py_path: Path) -> Set[str]:
 
 
 # The MRML layer and the front ends; every other file of a Lib or of mskquant is numeric core.
-MRML_AND_FRONT_END = {"logic.py", "editing.py", "tables.py", "widget.py", "cli.py", "demo.py"}
+MRML_AND_FRONT_END = {"logic.py", "editing.py", "tables.py", "widget.py", "cli.py", "demo.py", "results.py"}
 SHARED_MRML_AND_FRONT_END = {"mrml.py", "headless.py", "panel.py", "dependencies.py", "scenebundle.py"}
 SLICER_OR_MRML = ("slicer", "qt", "ctk", "mskquant.mrml", "mskquant.headless", "mskquant.panel", ".logic", ".widget",
                   "..mrml", "..headless", ".mrml", ".headless", ".panel")

@@ -116,6 +116,23 @@ def create_headless_runtime() -> SlicerRuntime:
     return SlicerRuntime(scene, app_logic, headless=True, owned_logics=owned)
 
 
+def runtime_on(scene, app_logic) -> SlicerRuntime:
+    """A runtime on a scene and application logic made elsewhere (a viewer application that renders
+    this scene): the built-in module logics it lacks are added, so the module Logics and the views
+    share one scene."""
+    slicer = import_slicer()
+    owned = {}
+    for module_name, class_name in BUILTIN_LOGICS:
+        if app_logic.GetModuleLogic(module_name) is not None:
+            continue
+        logic = getattr(slicer, class_name)()
+        logic.SetMRMLApplicationLogic(app_logic)
+        logic.SetMRMLScene(scene)
+        app_logic.SetModuleLogic(module_name, logic)
+        owned[module_name] = logic
+    return SlicerRuntime(scene, app_logic, headless=True, owned_logics=owned)
+
+
 def current_runtime() -> SlicerRuntime:
     """The application's scene inside Slicer; otherwise one process-wide headless runtime."""
     global _HEADLESS

@@ -36,3 +36,17 @@ def shared_data_dir() -> Path | None:
         return None
     p = root.parent / "shared" / "data"
     return p if p.is_dir() else None
+
+
+def recorded_input(folder: Path, recorded: "str | None") -> "Path | None":
+    """An input file a run recorded in its summary (``vhi.json``, ``pain.json``...): absolute, or relative to
+    where the run was started (tried from the result folder and its parents, then the current folder)."""
+    if not recorded:
+        return None
+    p = Path(recorded).expanduser()
+    if p.is_absolute():
+        return p if p.is_file() else None
+    for base in (Path(folder), *Path(folder).resolve().parents, Path.cwd()):
+        if (base / p).is_file():
+            return base / p
+    return None

@@ -9,6 +9,8 @@ cd "$ROOT"
 # 1. Debian libraries VTK loads at run time for off-screen rendering (EGL with Mesa's
 #    software OpenGL): the report PNGs and plots are rendered through VTK.
 DEB_PACKAGES="libegl1 libgl1 libxrender1 libx11-6 libegl-mesa0 libgl1-mesa-dri libgomp1"
+# The browser of the review app's tests (Playwright drives this Chromium; it never downloads one).
+DEB_PACKAGES="$DEB_PACKAGES chromium"
 if command -v dpkg >/dev/null 2>&1; then
   missing=""
   for p in $DEB_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
@@ -41,8 +43,10 @@ if [ "$(cat .venv/.mskquant-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "[setup] installing Python packages into .venv (first run takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade "pip>=23" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[headless,test,batch]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[headless,test,batch,review]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, slicer, SimpleITK, scipy, numpy, vtk, distributed" \
     || { echo "[setup] the environment is incomplete: see the pip output above" >&2; exit 1; }
+  .venv/bin/python -c "import trame_slicer, playwright" \
+    || { echo "[setup] the review extra (trame-slicer, Playwright) is missing: see the pip output above" >&2; exit 1; }
   echo "$stamp" > .venv/.mskquant-stamp
 fi

@@ -367,6 +367,10 @@ class KneeT2Logic:
         progress(1.0, "Knee T2 done")
         return result
 
+    def t2_color_node(self):
+        """The 0-100 ms T2 colour map (one node per scene)."""
+        return self._t2_color_node()
+
     def _t2_color_node(self):
         node = self.rt.scene.GetFirstNodeByName(T2_COLOR_NODE)
         if node is None or not node.IsA("vtkMRMLProceduralColorNode"):

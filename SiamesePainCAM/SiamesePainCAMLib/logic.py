@@ -151,12 +151,8 @@ class PainCAMLogic:
         cams, hot = {}, {}
         for side in SIDES:
             node = mrml.volume_from_image(self.rt, Image(analysis.cam[side], analysis.geometry[side]),
-                                          f"{name} CAM {side}", color_node=heat, window_level=(1.0, 0.5))
-            display = node.GetDisplayNode()
-            display.SetAutoThreshold(False)
-            display.SetLowerThreshold(CAM_THRESHOLD)
-            display.SetUpperThreshold(1.0)
-            display.SetApplyThreshold(True)  # CAM below the floor is transparent over the knee
+                                          f"{name} CAM {side}")
+            self.show_as_cam(node, heat)
             node.SetAttribute("MSKQuant.Module", "SiamesePainCAM")
             node.SetAttribute("MSKQuant.Knee", side)
             node.SetAttribute("MSKQuant.MaxCamSlice", str(analysis.max_cam_slice[side]))
@@ -174,6 +170,17 @@ class PainCAMLogic:
         return PainCAMResult(analysis, table, cams, inputs, hot,
                              {"id": model.model_id, "version": model.version, "sha256": model.sha256})
 
+    def show_as_cam(self, node, heat=None) -> None:
+        """Heat colours on the 0..1 CAM scale; CAM below the floor transparent over the knee."""
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID((heat or self.heat_color_node()).GetID())
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(1.0, 0.5)
+        display.SetAutoThreshold(False)
+        display.SetLowerThreshold(CAM_THRESHOLD)
+        display.SetUpperThreshold(1.0)
+        display.SetApplyThreshold(True)
+
     def heat_color_node(self):
         node = self.rt.scene.GetFirstNodeByName(HEAT_COLOR_NODE)
         if node is None or not node.IsA("vtkMRMLProceduralColorNode"):
@@ -183,10 +190,12 @@ class PainCAMLogic:
     @staticmethod
     def hot_spot(analysis: PainResult, side: str) -> List[float]:
         """RAS (mm) of the CAM maximum on the knee's max-CAM slice (where to jump the views)."""
-        prepared = analysis.prepared[side]
-        cam = analysis.cam[side]
-        axis = prepared.frame.slice_axis
-        n = analysis.max_cam_slice[side]
+        return PainCAMLogic.hot_spot_of(analysis.cam[side], analysis.geometry[side],
+                                        analysis.prepared[side].frame.slice_axis, analysis.max_cam_slice[side])
+
+    @staticmethod
+    def hot_spot_of(cam: np.ndarray, geometry, axis: int, n: int) -> List[float]:
+        """RAS (mm) of the maximum of ``cam`` (``[k, j, i]``) on slice ``n`` along array ``axis``."""
         sl = np.take(cam, n, axis=axis)
         a, b = np.unravel_index(int(np.argmax(sl)), sl.shape)
         kji = [0, 0, 0]
@@ -194,7 +203,7 @@ class PainCAMLogic:
         others = [ax for ax in range(3) if ax != axis]
         kji[others[0]], kji[others[1]] = int(a), int(b)
         ijk = np.array([kji[2], kji[1], kji[0], 1.0])
-        return [float(v) for v in (analysis.geometry[side].ijk_to_ras @ ijk)[:3]]
+        return [float(v) for v in (geometry.ijk_to_ras @ ijk)[:3]]
 
     def _fill_table(self, table, analysis: PainResult) -> None:
         rows = []

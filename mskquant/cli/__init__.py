@@ -1,7 +1,8 @@
 """The ``mskquant`` command: every pipeline on files, on the same MRML logic the panels use.
 
 Sub-commands: ``info``, ``models``, ``demo``, one per pipeline, registered by each
-module's ``<Module>Lib.cli``, and ``batch`` (cohort mode, :mod:`mskquant.batch.cli`). Expected user errors (bad input, missing model, existing
+module's ``<Module>Lib.cli``, ``batch`` (cohort mode, :mod:`mskquant.batch.cli`) and ``review``
+(:mod:`mskquant.review`). Expected user errors (bad input, missing model, existing
 results...) print one line on stderr and exit with code 2; Ctrl-C cancels cleanly (exit
 130) without leaving partial outputs.
 """
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ..batch import cli as batch_cli  # argparse only: Dask is imported when a batch runs
 
     batch_cli.register(sub)
+    from ..review.cli import register as register_review
+
+    register_review(sub)
     return parser
 
 

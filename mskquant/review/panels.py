@@ -1,0 +1,44 @@
+"""One review panel per pipeline (``kind`` of a case folder)."""
+
+from __future__ import annotations
+
+
+def panel_for(kind: str):
+    if kind == "vhi":
+        from .vhi_panel import VHIPanel
+
+        return VHIPanel
+    if kind == "pain-cam":
+        from .cam_panel import CAMPanel
+
+        return CAMPanel
+    if kind == "knee-t2":
+        from .knee_panel import KneePanel
+
+        return KneePanel
+    from mskquant.errors import InputError
+
+    raise InputError(f"Reviewing {kind} results in the browser is not available yet: 'mskquant review' opens "
+                     f"vhi and pain-cam case folders.")
+
+
+def build_drawers(app, kinds) -> None:
+    """The drawer of every pipeline present, each shown while a case of its kind is open."""
+    from trame.widgets import vuetify3 as v3
+
+    for kind in sorted(kinds):
+        if kind == "vhi":
+            from .vhi_panel import build_vhi_drawer
+
+            with v3.VContainer(v_if=("case_kind === 'vhi'",), classes="pa-2"):
+                build_vhi_drawer(app)
+        elif kind == "pain-cam":
+            from .cam_panel import build_cam_drawer
+
+            with v3.VContainer(v_if=("case_kind === 'pain-cam'",), classes="pa-2"):
+                build_cam_drawer(app)
+        elif kind == "knee-t2":
+            from .knee_panel import build_knee_drawer
+
+            with v3.VContainer(v_if=("case_kind === 'knee-t2'",), classes="pa-2"):
+                build_knee_drawer(app)
