@@ -2,7 +2,8 @@
 Chromium from the running app, on synthetic cases only (never ``../shared`` data: real scans may not be
 redistributed):
 
-* Review_VHI.png: the synthetic SIJ case (STIR and T1W linked) while a lesion is being cleaned;
+* Review_VHI.png: the SIJ phantom (VHIWorkflowLib.sij_phantom; STIR and T1W linked) while a lesion is
+  being cleaned;
 * Review_CAM.png: a simulated left/right pair (analytic knee) with its CAMs;
 * Review_Knee.png: a MESE phantom of the analytic knee with its T2 map and subregion table.
 
@@ -24,10 +25,18 @@ VIEWPORT = (1280, 760)
 
 
 def vhi_case(work: Path) -> Path:
-    from conftest import write_vhi_case_files
-    from mskquant.cli import main
+    import numpy as np
 
-    write_vhi_case_files(work / "in")
+    from mskquant.cli import main
+    from mskquant.imageio import write_image
+    from VHIWorkflowLib.sij_phantom import make_sij_phantom
+
+    case = make_sij_phantom()
+    (work / "in").mkdir(parents=True)
+    write_image(case.stir, work / "in" / "STIR.nii.gz")
+    write_image(case.t1, work / "in" / "T1W.nii.gz")
+    for name, mask in (("ROI", case.normal_roi), ("DR", case.disease_region)):
+        write_image(mask.with_array(mask.array.astype(np.uint8)), work / "in" / f"{name}.nii.gz")
     out = work / "vhi"
     assert main(["vhi", "-q", "--stir", str(work / "in" / "STIR.nii.gz"), "--t1", str(work / "in" / "T1W.nii.gz"),
                  "--normal-roi", str(work / "in" / "ROI.nii.gz"), "--disease-region", str(work / "in" / "DR.nii.gz"),
