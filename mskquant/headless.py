@@ -106,21 +106,11 @@ def create_headless_runtime() -> SlicerRuntime:
     # Slice/view logic collections must exist even without views (as in the application).
     app_logic.SetSliceLogics(vtk.vtkCollection())
     app_logic.SetViewLogics(vtk.vtkCollection())
-    owned = {}
-    for module_name, class_name in BUILTIN_LOGICS:
-        logic = getattr(slicer, class_name)()
-        logic.SetMRMLApplicationLogic(app_logic)
-        logic.SetMRMLScene(scene)
-        app_logic.SetModuleLogic(module_name, logic)
-        owned[module_name] = logic
-    return SlicerRuntime(scene, app_logic, headless=True, owned_logics=owned)
+    return SlicerRuntime(scene, app_logic, headless=True, owned_logics=_add_logics(slicer, scene, app_logic))
 
 
-def runtime_on(scene, app_logic) -> SlicerRuntime:
-    """A runtime on a scene and application logic made elsewhere (a viewer application that renders
-    this scene): the built-in module logics it lacks are added, so the module Logics and the views
-    share one scene."""
-    slicer = import_slicer()
+def _add_logics(slicer, scene, app_logic) -> dict:
+    """Create and register the built-in module logics the application logic does not have yet."""
     owned = {}
     for module_name, class_name in BUILTIN_LOGICS:
         if app_logic.GetModuleLogic(module_name) is not None:
@@ -130,7 +120,14 @@ def runtime_on(scene, app_logic) -> SlicerRuntime:
         logic.SetMRMLScene(scene)
         app_logic.SetModuleLogic(module_name, logic)
         owned[module_name] = logic
-    return SlicerRuntime(scene, app_logic, headless=True, owned_logics=owned)
+    return owned
+
+
+def runtime_on(scene, app_logic) -> SlicerRuntime:
+    """A runtime on a scene and application logic made elsewhere (a viewer application that renders
+    this scene): the built-in module logics it lacks are added, so the module Logics and the views
+    share one scene."""
+    return SlicerRuntime(scene, app_logic, headless=True, owned_logics=_add_logics(import_slicer(), scene, app_logic))
 
 
 def current_runtime() -> SlicerRuntime:

@@ -90,15 +90,9 @@ class KneePanel:
         self.refresh()
 
     def save(self) -> None:
-        from mskquant.errors import MSKQuantError
+        from .panels import save_for_reader
 
-        try:
-            folder = self.session.save()
-            self.state.status = f"saved as reader {self.app.reader} in {folder.relative_to(self.session.case.folder)}"
-        except MSKQuantError as exc:
-            self.state.message = str(exc)
-        self.state.cases = self.app.case_rows()
-        self.refresh()
+        save_for_reader(self)
 
     def on_key(self, key: str) -> None:
         pass

@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 
+def save_for_reader(panel) -> None:
+    """Save the panel's session as the app's reader (per-reader folder), report it, refresh the case list."""
+    from mskquant.errors import MSKQuantError
+
+    try:
+        folder = panel.session.save()
+        panel.state.status = f"saved as reader {panel.app.reader} in {folder.relative_to(panel.session.case.folder)}"
+    except MSKQuantError as exc:
+        panel.state.message = str(exc)
+    panel.state.cases = panel.app.case_rows()
+    panel.refresh()
+
+
 def panel_for(kind: str):
     if kind == "vhi":
         from .vhi_panel import VHIPanel

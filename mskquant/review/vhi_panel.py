@@ -187,15 +187,9 @@ class VHIPanel:
         self.app.schedule_autosave()
 
     def save(self) -> None:
-        from mskquant.errors import MSKQuantError
+        from .panels import save_for_reader
 
-        try:
-            folder = self.session.save()
-            self.state.status = f"saved as reader {self.app.reader} in {folder.relative_to(self.session.case.folder)}"
-        except MSKQuantError as exc:
-            self.state.message = str(exc)
-        self.state.cases = self.app.case_rows()
-        self.refresh()
+        save_for_reader(self)
 
     def refresh(self) -> None:
         self.state.update({"vhi": self.session.figures(), "message": self.session.message,
