@@ -50,3 +50,16 @@ def recorded_input(folder: Path, recorded: "str | None") -> "Path | None":
         if (base / p).is_file():
             return base / p
     return None
+
+
+def read_run_summary(folder: Path, file_name: str, command: str) -> dict:
+    """The JSON summary a single-case command wrote into its output folder, or one clear error."""
+    import json
+
+    from .errors import InputError
+
+    path = Path(folder) / file_name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} cannot be read ({exc}): give a 'mskquant {command}' output folder.") from None

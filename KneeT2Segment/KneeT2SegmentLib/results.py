@@ -9,7 +9,6 @@ settings and laterality on the edited mask.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from mskquant import mrml
 from mskquant.errors import InputError
 from mskquant.image import Image
-from mskquant.paths import recorded_input
+from mskquant.paths import read_run_summary, recorded_input
 
 from .logic import KneeT2Logic
 from .mese import MeseSeries, read_mese
@@ -50,11 +49,7 @@ def reopen_result(logic: KneeT2Logic, folder: "str | Path") -> ReopenedKnee:
     from mskquant.imageio import read_image
 
     folder = Path(folder)
-    try:
-        summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{folder / SUMMARY_FILE} cannot be read ({exc}): give a 'mskquant knee-t2' output "
-                         f"folder.") from None
+    summary = read_run_summary(folder, SUMMARY_FILE, "knee-t2")
     recorded = summary.get("source") or ""
     source = recorded_input(folder, recorded) or (Path(recorded) if recorded and Path(recorded).is_dir() else None)
     if source is None:

@@ -4,14 +4,13 @@ that reviews the result (``mskquant review``)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict
 
 from mskquant import mrml
 from mskquant.errors import InputError
-from mskquant.paths import recorded_input
+from mskquant.paths import read_run_summary, recorded_input
 
 from .logic import PainCAMLogic
 from .pipeline import SIDES
@@ -28,11 +27,7 @@ class ReopenedCAM:
 
 def reopen_result(logic: PainCAMLogic, folder: "str | Path") -> ReopenedCAM:
     folder = Path(folder)
-    try:
-        summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{folder / SUMMARY_FILE} cannot be read ({exc}): give a 'mskquant pain-cam' output "
-                         f"folder.") from None
+    summary = read_run_summary(folder, SUMMARY_FILE, "pain-cam")
     knees, cams = {}, {}
     heat = logic.heat_color_node()
     for side in SIDES:

@@ -12,14 +12,13 @@ segment, new inflammation masks inside the (edited) disease region.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
 from mskquant import mrml
 from mskquant.errors import InputError
-from mskquant.paths import recorded_input
+from mskquant.paths import read_run_summary, recorded_input
 
 from .inflammation import SEG_CONSERVATIVE, SEG_DISEASE, SEG_NORMAL, SEG_SENSITIVE, VHI, segment_inflammation
 from .logic import AUTOMATIC_REFERENCE, SEGMENT_STYLE, STIR_REFERENCE, VHILogic
@@ -53,10 +52,7 @@ def reopen_result(logic: VHILogic, folder: "str | Path", segmentation_file: Opti
     """The result in ``folder`` as scene nodes; ``segmentation_file`` (e.g. a reader's cleaned result) is
     the one to clean instead of the folder's own."""
     folder = Path(folder)
-    try:
-        summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{folder / SUMMARY_FILE} cannot be read ({exc}): give a 'mskquant vhi' output folder.") from None
+    summary = read_run_summary(folder, SUMMARY_FILE, "vhi")
     stir_path = recorded_input(folder, summary.get("inputs", {}).get("stir"))
     if stir_path is None:
         raise InputError(f"The STIR image of {folder} ({summary.get('inputs', {}).get('stir')}) is not found: the "
