@@ -229,3 +229,51 @@ def test_two_tabs_saving_at_once_leave_one_whole_state(vhi_case):
     assert len(changed) == 1 and changed[0] in slices
     assert not mask[changed[0]].any() and mask[[k for k in slices if k != changed[0]][0]].any()
     assert not any(p.name.startswith(".mskquant-staging") for p in saved.iterdir())
+
+
+@pytest.fixture
+def knee_case(tmp_path) -> Path:
+    """A 'mskquant knee-t2' output folder of a MESE phantom of the analytic knee (with its true cartilage)."""
+    from KneeT2SegmentLib.anatomy import analytic_knee
+    from mskquant.cli import main
+    from mskquant.imageio import write_image
+
+    write_image(analytic_knee(), tmp_path / "knee.nii.gz")
+    assert main(["knee-phantom", "--labelmap", str(tmp_path / "knee.nii.gz"), "--out", str(tmp_path / "ph"), "-q"]) == 0
+    out = tmp_path / "case"
+    assert main(["knee-t2", "--mese", str(tmp_path / "ph" / "mese.nii.gz"), "--mask",
+                 str(tmp_path / "ph" / "truth_cartilage.nii.gz"), "--out", str(out), "-q"]) == 0
+    return out
+
+
+def test_knee_session_unsaved_edit_is_autosaved_restored_and_cleared_by_save(runtime, knee_case):
+    from mskquant import mrml
+    from mskquant.review.cases import find_cases
+    from mskquant.review.knee_session import KneeReviewSession
+
+    case = find_cases(knee_case)[0]
+    s = KneeReviewSession(runtime, case, "A")
+    assert s.autosave() is None  # nothing edited: nothing written
+    cart = s.cartilage_mask()
+    k = int(np.argmax(cart.reshape(cart.shape[0], -1).sum(axis=1)))
+    edited = cart.copy()
+    edited[k] = False  # the reader erases the cartilage of one slice
+    seg = s.reopened.cartilage.GetSegmentation()
+    color = tuple(seg.GetSegment(seg.GetSegmentIdBySegmentName(s.segment)).GetColor())
+    mrml.set_segment(s.reopened.cartilage, mrml.SegmentSpec(s.segment, edited, color), s.geometry)
+    s.dirty = True  # what the panel's segmentation-modified signal sets
+    folder = s.autosave()
+    assert folder == knee_case / "readers" / "A" / "autosave" and KneeReviewSession.autosave_pending(case, "A")
+    assert not (knee_case / "readers" / "A" / "knee_t2.json").exists()  # an autosave is not a save
+    # the tab is closed; the next start offers the autosave and restores the edited mask with its log
+    runtime.clear()
+    again = KneeReviewSession(runtime, case, "A", restore_autosave=True)
+    np.testing.assert_array_equal(again.cartilage_mask(), edited)
+    assert again.dirty and again.figures()["cartilage_voxels"] == int(edited.sum())
+    saved = again.save()
+    assert not KneeReviewSession.autosave_pending(case, "A")  # saving clears the autosave
+    log = json.loads((saved / "edits.json").read_text())
+    assert log["segments"][s.segment]["removed"] == int(cart.sum() - edited.sum())
+    runtime.clear()
+    fresh = KneeReviewSession(runtime, case, "B", restore_autosave=True)  # another reader: the case's own result
+    np.testing.assert_array_equal(fresh.cartilage_mask(), cart)

@@ -11,6 +11,7 @@ from trame_slicer.segmentation import (BrushDiameterMode, SegmentationEffectEras
                                        SegmentationEffectPaint)
 
 from .knee_session import KneeReviewSession
+from .panels import build_autosave_offer
 
 TOOLS = {"none": SegmentationEffectNoTool, "paint": SegmentationEffectPaint, "erase": SegmentationEffectErase}
 
@@ -18,14 +19,16 @@ TOOLS = {"none": SegmentationEffectNoTool, "paint": SegmentationEffectPaint, "er
 class KneePanel:
     def __init__(self, app, case, restore_autosave: bool = False) -> None:
         self.app, self.state, self.ed = app, app.state, app.editor
-        self.session = KneeReviewSession(app.rt, case, app.reader)
+        self.session = KneeReviewSession(app.rt, case, app.reader, restore_autosave)
         r = self.session.reopened
         self.ed.set_active_segmentation(r.cartilage, r.echo)
         self.ed.editor_node.SetOverwriteMode(self.ed.editor_node.OverwriteNone)  # subregions stay as computed
         self._slot = self.ed.segmentation_modified.connect(self._on_modified)
         seg = r.cartilage.GetSegmentation()
         self.ed.set_active_segment_id(seg.GetSegmentIdBySegmentName(self.session.segment))
-        self.state.update({"knee_tool": "none", "knee_brush_mm": 3.0, "t2_opacity": 0.7, "knee_subregions": True})
+        self.state.update({"knee_tool": "none", "knee_brush_mm": 3.0, "t2_opacity": 0.7, "knee_subregions": True,
+                           "autosave_pending": KneeReviewSession.autosave_pending(case, app.reader)
+                           and not restore_autosave})
 
     def show(self) -> None:
         from trame_slicer.views import ViewProps
@@ -73,6 +76,7 @@ class KneePanel:
         with self.state:
             self.session.dirty = True
             self.refresh()
+        self.app.schedule_autosave()
 
     async def recompute(self) -> None:
         from mskquant.errors import MSKQuantError
@@ -111,6 +115,7 @@ def build_knee_drawer(app) -> None:
     def panel():
         return app.panel
 
+    build_autosave_offer(app)
     html.Div("Femoral cartilage: {{ knee.cartilage_voxels }} voxels", id="knee-cartilage", classes="text-body-2")
     with html.Div(classes="d-flex flex-wrap"):
         for name in TOOLS:

@@ -4,6 +4,7 @@ cartilage editable, T2 quantified again on request (KneeT2Logic through
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,6 +13,8 @@ from mskquant import mrml
 from .cases import Case, check_reader
 from .edits import edit_log, now_iso
 
+AUTOSAVE_DIR = "autosave"
+AUTOSAVED_FILES = ("cartilage.nii.gz", "edits.json")  # the unsaved edit: the mask and its log
 SAVED_FILES = ("t2.nii.gz", "subregions.nii.gz", "subregions.csv", "projection.png", "knee_t2.json",
                "t2_fit_r2.nii.gz", "t2_fit_amplitude.nii.gz", "t2_loglinear.nii.gz", "cartilage.nii.gz", "edits.json")
 
@@ -19,7 +22,7 @@ SAVED_FILES = ("t2.nii.gz", "subregions.nii.gz", "subregions.csv", "projection.p
 class KneeReviewSession:
     kind = "knee-t2"
 
-    def __init__(self, rt, case: Case, reader: str) -> None:
+    def __init__(self, rt, case: Case, reader: str, restore_autosave: bool = False) -> None:
         from KneeT2SegmentLib.logic import KneeT2Logic
         from KneeT2SegmentLib.results import CARTILAGE_SEGMENT, reopen_result
 
@@ -33,6 +36,33 @@ class KneeReviewSession:
         self.regions: List[dict] = list(self.reopened.summary.get("regions", []))
         self.dirty = False
         self.actions: List[dict] = []
+        if restore_autosave and self.autosave_pending(case, reader):
+            self._restore(case.reader_dir(reader) / AUTOSAVE_DIR)
+
+    def _restore(self, folder: Path) -> None:
+        """The cartilage as it was autosaved (unsaved edits of an earlier session)."""
+        import json
+
+        from mskquant.imageio import read_mask
+
+        mask = read_mask(folder / "cartilage.nii.gz", "Autosaved cartilage")
+        if not mask.geometry.same_grid(self.geometry):
+            from mskquant.errors import InputError
+
+            raise InputError(f"The autosaved cartilage in {folder} is not on this case's MESE grid: delete that "
+                             f"folder to start from the saved result.")
+        seg = self.reopened.cartilage.GetSegmentation()
+        segment = seg.GetSegment(seg.GetSegmentIdBySegmentName(self.segment))
+        mrml.set_segment(self.reopened.cartilage, mrml.SegmentSpec(self.segment, mask.array.astype(bool),
+                                                                   tuple(segment.GetColor())), self.geometry)
+        log = json.loads((folder / "edits.json").read_text(encoding="utf-8"))
+        self.started = log.get("start_time", self.started)
+        self.actions = list(log.get("actions", []))
+        self.dirty = True
+
+    def _edit_log(self) -> dict:
+        return edit_log(self.reader, self.started, {self.segment: self.cartilage_mask()}, {self.segment: self.automatic},
+                        int(self.reopened.summary.get("subregions", {}).get("slice_axis", 0)), self.actions)
 
     @property
     def geometry(self):
@@ -80,8 +110,7 @@ class KneeReviewSession:
         if self.result is None:
             self.recompute()
         cart = self.cartilage_mask()
-        edits = edit_log(self.reader, self.started, {self.segment: cart}, {self.segment: self.automatic},
-                         int(self.reopened.summary.get("subregions", {}).get("slice_axis", 0)), self.actions)
+        edits = self._edit_log()
         self.result.summary["review"] = {"reader": self.reader, "reviewed": True, "start_time": self.started,
                                          "end_time": edits["end_time"], "case": str(self.case.folder)}
         self.result.summary["source"] = self.reopened.summary.get("source")
@@ -90,15 +119,28 @@ class KneeReviewSession:
             self.logic.export(self.result, out.stage)
             write_image(Image(cart.astype("uint8"), self.geometry), out.path("cartilage.nii.gz"))
             write_json(edits, out.path("edits.json"))
+        shutil.rmtree(rdir / AUTOSAVE_DIR, ignore_errors=True)
         self.dirty = False
         return rdir
 
     def autosave(self) -> Optional[Path]:
-        return None  # the edited mask is small to redo; only Save writes (noted in the README)
+        """The edited cartilage and its log, where the next start offers them back."""
+        from mskquant.atomic import OutputFolder
+        from mskquant.cli.common import write_json
+        from mskquant.image import Image
+        from mskquant.imageio import write_image
+
+        if not self.dirty:
+            return None
+        folder = self.case.reader_dir(self.reader) / AUTOSAVE_DIR
+        with OutputFolder(folder, AUTOSAVED_FILES, overwrite=True) as out:
+            write_image(Image(self.cartilage_mask().astype("uint8"), self.geometry), out.path("cartilage.nii.gz"))
+            write_json(self._edit_log(), out.path("edits.json"))
+        return folder
 
     @staticmethod
     def autosave_pending(case: Case, reader: str) -> bool:
-        return False
+        return (case.reader_dir(reader) / AUTOSAVE_DIR / "cartilage.nii.gz").is_file()
 
     def close(self) -> None:
         self._drop_result()

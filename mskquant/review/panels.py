@@ -16,6 +16,17 @@ def save_for_reader(panel) -> None:
     panel.refresh()
 
 
+def build_autosave_offer(app) -> None:
+    """The offer to bring back an earlier session's unsaved edits (shown while ``autosave_pending``)."""
+    from trame.widgets import html
+    from trame.widgets import vuetify3 as v3
+
+    with v3.VAlert(v_if=("autosave_pending",), type="warning", density="compact", classes="mb-2"):
+        html.Div("Unsaved edits of a previous session were kept.")
+        v3.VBtn("Restore them", id="restore-autosave", size="small",
+                click=lambda: app.go_to_case(app.state.case_index, restore_autosave=True))
+
+
 def panel_for(kind: str):
     if kind == "vhi":
         from .vhi_panel import VHIPanel

@@ -14,6 +14,7 @@ from trame.widgets import vuetify3 as v3
 from trame_slicer.segmentation import (BrushDiameterMode, SegmentationEffectErase, SegmentationEffectNoTool,
                                        SegmentationEffectPaint, SegmentationEffectScissors)
 
+from .panels import build_autosave_offer
 from .vhi_session import VHIReviewSession
 
 SEGMENTS = ("Disease region", "Normal bone", "Inflammation (sensitive)", "Inflammation (conservative)")
@@ -213,10 +214,7 @@ def build_vhi_drawer(app) -> None:
     def panel():
         return app.panel
 
-    with v3.VAlert(v_if=("autosave_pending",), type="warning", density="compact", classes="mb-2"):
-        html.Div("Unsaved edits of a previous session were kept.")
-        v3.VBtn("Restore them", id="restore-autosave", size="small",
-                click=lambda: app.go_to_case(app.state.case_index, restore_autosave=True))
+    build_autosave_offer(app)
     html.Div("Segments", classes="text-subtitle-2")
     for i, name in enumerate(SEGMENTS):
         with html.Div(classes="d-flex align-center"):
