@@ -213,7 +213,9 @@ def test_cam_review_opacity_jump_verdict(cam_case, tmp_path):
         faded = _red_hue_fraction(view_pixels(page, box))
         assert faded < heat / 2, (heat, faded)
 
-        page.click("#cam-max")
+        page.click("#cam-max")  # both views on their knee's max-CAM slice, read back from the views
+        want = f"shown: left {summary['max_cam_slice']['left']}, right {summary['max_cam_slice']['right']}"
+        page.wait_for_function(f"() => document.getElementById('cam-shown').innerText.trim() === '{want}'")
         page.click("#cam-verdict-1")
         page.wait_for_function("() => document.getElementById('cam-verdict').innerText.includes('CAM elsewhere')")
     rows = (cam_case / "review.csv").read_text().splitlines()

@@ -15,7 +15,8 @@ class CAMPanel:
     def __init__(self, app, case, restore_autosave: bool = False) -> None:
         self.app, self.state = app, app.state
         self.session = CAMReviewSession(app.rt, case, app.reader)
-        self.state.update({"cam_opacity": 0.6, "cam_verdict": self.session.verdict()})
+        self.state.update({"cam_opacity": 0.6, "cam_verdict": self.session.verdict(),
+                           "cam_shown_slice": {"left": None, "right": None}})
 
     def _views(self):
         vm = self.app.slicer_app.view_manager
@@ -47,8 +48,14 @@ class CAMPanel:
             view.set_foreground_opacity(float(value))
 
     def jump_to_max_cam(self) -> None:
+        from .panels import shown_slice
+
+        shown = {}
         for side, view in self._views().items():
             view.get_view_node().JumpSliceByOffsetting(*self.session.hot_spot(side))
+            axis = int(self.session.summary["preprocessing"][side]["slice_axis_kji"])
+            shown[side] = shown_slice(view, self.session.result.knees[side], axis)
+        self.state.cam_shown_slice = shown  # read back from the views: where the jump really landed
 
     def save(self, verdict: str) -> None:
         from mskquant.errors import MSKQuantError
@@ -88,6 +95,8 @@ def build_cam_drawer(app) -> None:
                id="cam-opacity", update_modelValue=(lambda v: panel().set_opacity(v), "[$event]"))
     html.Div("opacity {{ cam_opacity }}", id="cam-opacity-value", classes="text-caption")
     v3.VBtn("Max-CAM slice", id="cam-max", size="small", classes="ma-1", click=lambda: panel().jump_to_max_cam())
+    html.Div("shown: left {{ cam_shown_slice.left }}, right {{ cam_shown_slice.right }}", id="cam-shown",
+             classes="text-caption")
     html.Div("Where does the CAM point?", classes="text-subtitle-2 mt-2")
     for i, verdict in enumerate(VERDICTS):
         v3.VBtn(verdict, id=f"cam-verdict-{i}", size="small", classes="ma-1", block=True,

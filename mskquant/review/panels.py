@@ -16,6 +16,14 @@ def save_for_reader(panel) -> None:
     panel.refresh()
 
 
+def shown_slice(view, volume_node, axis_kji: int) -> int:
+    """The acquired slice of ``volume_node`` at the centre of a slice view (its layer's XY -> IJK)."""
+    layer = view.get_volume_layer_logic(volume_node)
+    w, h, _ = view.get_view_node().GetDimensions()
+    ijk = layer.GetXYToIJKTransform().TransformPoint(w / 2.0, h / 2.0, 0.0)
+    return int(round(ijk[2 - axis_kji]))
+
+
 def build_autosave_offer(app) -> None:
     """The offer to bring back an earlier session's unsaved edits (shown while ``autosave_pending``)."""
     from trame.widgets import html

@@ -14,7 +14,7 @@ from trame.widgets import vuetify3 as v3
 from trame_slicer.segmentation import (BrushDiameterMode, SegmentationEffectErase, SegmentationEffectNoTool,
                                        SegmentationEffectPaint, SegmentationEffectScissors)
 
-from .panels import build_autosave_offer
+from .panels import build_autosave_offer, shown_slice
 from .vhi_session import VHIReviewSession
 
 SEGMENTS = ("Disease region", "Normal bone", "Inflammation (sensitive)", "Inflammation (conservative)")
@@ -103,11 +103,7 @@ class VHIPanel:
 
     def _update_slice_label(self) -> None:
         """The acquired slice at the centre of the STIR view (its slice layer's XY -> IJK)."""
-        red = self._views()[0]
-        layer = red.get_volume_layer_logic(self.session.result.stir)
-        w, h, _ = red.get_view_node().GetDimensions()
-        ijk = layer.GetXYToIJKTransform().TransformPoint(w / 2.0, h / 2.0, 0.0)
-        self.state.slice_index = int(round(ijk[2 - self.session.axis]))
+        self.state.slice_index = shown_slice(self._views()[0], self.session.result.stir, self.session.axis)
 
     def on_key(self, key: str) -> None:
         if key in ("[", "]"):
