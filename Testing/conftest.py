@@ -39,6 +39,22 @@ def write_vhi_case_files(folder: Path):
     return case
 
 
+def write_knee_t2_case(work: Path) -> Path:
+    """A 'mskquant knee-t2' output folder (``work/case``) of a MESE phantom of the analytic knee, quantified
+    with its true cartilage."""
+    from KneeT2SegmentLib.anatomy import analytic_knee
+    from mskquant.cli import main
+    from mskquant.imageio import write_image
+
+    work.mkdir(parents=True, exist_ok=True)
+    write_image(analytic_knee(), work / "knee.nii.gz")
+    assert main(["knee-phantom", "--labelmap", str(work / "knee.nii.gz"), "--out", str(work / "ph"), "-q"]) == 0
+    out = work / "case"
+    assert main(["knee-t2", "--mese", str(work / "ph" / "mese.nii.gz"), "--mask",
+                 str(work / "ph" / "truth_cartilage.nii.gz"), "--out", str(out), "-q"]) == 0
+    return out
+
+
 @pytest.fixture
 def runtime():
     from mskquant.headless import create_headless_runtime

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_vhi_case_files
+from conftest import write_knee_t2_case, write_vhi_case_files
 
 
 @pytest.fixture
@@ -233,17 +233,7 @@ def test_two_tabs_saving_at_once_leave_one_whole_state(vhi_case):
 
 @pytest.fixture
 def knee_case(tmp_path) -> Path:
-    """A 'mskquant knee-t2' output folder of a MESE phantom of the analytic knee (with its true cartilage)."""
-    from KneeT2SegmentLib.anatomy import analytic_knee
-    from mskquant.cli import main
-    from mskquant.imageio import write_image
-
-    write_image(analytic_knee(), tmp_path / "knee.nii.gz")
-    assert main(["knee-phantom", "--labelmap", str(tmp_path / "knee.nii.gz"), "--out", str(tmp_path / "ph"), "-q"]) == 0
-    out = tmp_path / "case"
-    assert main(["knee-t2", "--mese", str(tmp_path / "ph" / "mese.nii.gz"), "--mask",
-                 str(tmp_path / "ph" / "truth_cartilage.nii.gz"), "--out", str(out), "-q"]) == 0
-    return out
+    return write_knee_t2_case(tmp_path)
 
 
 def test_knee_session_unsaved_edit_is_autosaved_restored_and_cleared_by_save(runtime, knee_case):

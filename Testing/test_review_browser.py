@@ -224,18 +224,9 @@ def test_cam_review_opacity_jump_verdict(cam_case, tmp_path):
 
 @pytest.fixture(scope="module")
 def knee_case(tmp_path_factory, stack):
-    """A 'mskquant knee-t2' output folder of a MESE phantom of the analytic knee (with its true cartilage)."""
-    from KneeT2SegmentLib.anatomy import analytic_knee
-    from mskquant.cli import main
-    from mskquant.imageio import write_image
+    from conftest import write_knee_t2_case
 
-    work = tmp_path_factory.mktemp("review_knee")
-    write_image(analytic_knee(), work / "knee.nii.gz")
-    assert main(["knee-phantom", "--labelmap", str(work / "knee.nii.gz"), "--out", str(work / "ph"), "-q"]) == 0
-    out = work / "case"
-    assert main(["knee-t2", "--mese", str(work / "ph" / "mese.nii.gz"), "--mask",
-                 str(work / "ph" / "truth_cartilage.nii.gz"), "--out", str(out), "-q"]) == 0
-    return out
+    return write_knee_t2_case(tmp_path_factory.mktemp("review_knee"))
 
 
 def _t2_pixels(rgb: np.ndarray) -> np.ndarray:

@@ -55,16 +55,9 @@ def cam_case(work: Path) -> Path:
 
 
 def knee_case(work: Path) -> Path:
-    from KneeT2SegmentLib.anatomy import analytic_knee
-    from mskquant.cli import main
-    from mskquant.imageio import write_image
+    from conftest import write_knee_t2_case
 
-    write_image(analytic_knee(), work / "knee.nii.gz")
-    assert main(["knee-phantom", "--labelmap", str(work / "knee.nii.gz"), "--out", str(work / "ph"), "-q"]) == 0
-    out = work / "knee"
-    assert main(["knee-t2", "--mese", str(work / "ph" / "mese.nii.gz"), "--mask",
-                 str(work / "ph" / "truth_cartilage.nii.gz"), "--out", str(out), "-q"]) == 0
-    return out
+    return write_knee_t2_case(work / "knee")
 
 
 def shoot(case: Path, ready_selector: str, name: str, action=None) -> None:
