@@ -4,7 +4,9 @@ A 6-case knee-t2 manifest of small MESE phantoms and a 4-case vhi manifest of th
 V_HI case, each with one corrupt scan: every good case equals the single-case command's
 result (masks bitwise, numbers to 1e-6), the corrupt case fails with the command's own
 message, a second run does nothing, a batch killed with SIGKILL resumes to the same
-cohort.csv, and a worker killed mid-case still yields every case exactly once.
+cohort.csv, and a worker killed mid-case still yields every case exactly once. knee-change (over the
+batch's own knee-t2 results) and pain-cam (two simulated pairs) cohorts likewise, each with a
+failing row.
 """
 
 from __future__ import annotations
@@ -344,6 +346,44 @@ def test_vhi_cohort(vhi, client):
     # the same cohort through a running scheduler's address (--scheduler / DASK_SCHEDULER_ADDRESS)
     again = batch.run("vhi", vhi["manifest"], vhi["dir"] / "via_scheduler", scheduler=client.scheduler.address)
     assert again.exit_code == 0 and (again.cohort_csv.read_bytes() == res.cohort_csv.read_bytes())
+
+
+# --- knee-change and pain-cam ----------------------------------------------------------------------
+def test_knee_change_cohort_over_the_knee_t2_cases(knee, knee_run, client):
+    """Change between two knee-t2 results per row (the batch's own case folders); a missing one fails alone."""
+    d, cases = knee["dir"], knee_run["out"] / "cases"
+    rows = [["c01", cases / "k0", cases / "k1"], ["c23", cases / "k2", cases / "k3"],
+            ["cxx", cases / "k4", cases / "does-not-exist"]]
+    manifest = _write_manifest(d / "change.csv", ["case", "baseline", "followup"], rows)
+    errors = {case: _single_case(["knee-change", "--baseline", a, "--followup", b, "--out", d / "ref_change" / case,
+                                  "-q"]) for case, a, b in rows}
+    assert not errors["c01"] and not errors["c23"] and errors["cxx"], errors
+    res = batch.run("knee-change", manifest, d / "batch_change", client=client)
+    status = {r["case"]: r for r in res.status}
+    assert res.exit_code == 1 and [status[c]["state"] for c in ("c01", "c23", "cxx")] == ["ok", "ok", "failed"]
+    assert status["cxx"]["error"] == errors["cxx"]
+    for case in ("c01", "c23"):
+        _same_case_folder(d / "batch_change" / "cases" / case, d / "ref_change" / case)
+    assert {r["case"] for r in res.cohort} == {"c01", "c23"}
+
+
+def test_pain_cam_cohort(tmp_path, client):
+    from mskquant.cli import main
+
+    assert main(["pain-phantom", "--analytic", "--pairs", "2", "--out", str(tmp_path / "pairs"), "-q"]) == 0
+    rows = [[f"p{n}", f"pairs/pain_00{n}_left.nii.gz", f"pairs/pain_00{n}_right.nii.gz"] for n in range(2)]
+    rows.append(["pbad", "pairs/pain_000_left.nii.gz", "pairs/missing_right.nii.gz"])
+    manifest = _write_manifest(tmp_path / "pain.csv", ["case", "left", "right"], rows)
+    errors = {case: _single_case(["pain-cam", "--left", tmp_path / l, "--right", tmp_path / r,
+                                  "--out", tmp_path / "ref" / case, "-q"]) for case, l, r in rows}
+    assert not errors["p0"] and not errors["p1"] and errors["pbad"], errors
+    res = batch.run("pain-cam", manifest, tmp_path / "batch", client=client)
+    status = {r["case"]: r for r in res.status}
+    assert res.exit_code == 1 and [status[c]["state"] for c in ("p0", "p1", "pbad")] == ["ok", "ok", "failed"]
+    assert status["pbad"]["error"] == errors["pbad"]
+    for case in ("p0", "p1"):
+        _same_case_folder(tmp_path / "batch" / "cases" / case, tmp_path / "ref" / case)
+    assert (tmp_path / "batch" / "summary.png").is_file() and {r["case"] for r in res.cohort} == {"p0", "p1"}
 
 
 # --- manifest problems, imports, the panel launcher -----------------------------------------------
