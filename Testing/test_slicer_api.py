@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
 from layout_checks import MODULES, ROOT
-from slicer_api_check import API_JSON, SlicerApi, check_python, check_ui, panel_widgets
+from slicer_api_check import SlicerApi, check_python, check_ui, panel_widgets
 
 from mskquant.dependencies import MINIMUM_SLICER_VERSION
 
@@ -157,8 +156,3 @@ public:
     assert "Hidden" not in node["methods"]  # comments are not declarations
     assert widget["properties"] == ["fooName"] and widget["signals"] == ["fooChanged"]
     assert {"setFooName", "fooName"} <= set(widget["methods"])
-
-
-def test_list_file_is_committed_where_the_check_reads_it():
-    assert API_JSON == ROOT / "Testing" / "slicer_api" / "slicer-api.json" and API_JSON.is_file()
-    assert Path(ROOT / "scripts" / "extract_slicer_api.py").is_file()

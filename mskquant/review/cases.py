@@ -35,6 +35,9 @@ def kind_of(folder: Path) -> Optional[str]:
     return None
 
 
+AUTOSAVE_DIR = "autosave"
+
+
 @dataclass
 class Case:
     folder: Path
@@ -54,6 +57,24 @@ class Case:
 
     def reader_dir(self, reader: str) -> Path:
         return self.folder / READERS_DIR / check_reader(reader)
+
+    def autosave_dir(self, reader: str) -> Path:
+        """Where a reader's unsaved edits are kept (``readers/<NAME>/autosave``)."""
+        return self.reader_dir(reader) / AUTOSAVE_DIR
+
+    def save_reader_files(self, reader: str, names, write, autosave: bool = False) -> Path:
+        """``write(stage)`` writes ``names`` into the reader's folder (or its autosave folder), all of them
+        replaced together; a real save also drops the autosave."""
+        import shutil
+
+        from mskquant.atomic import OutputFolder
+
+        folder = self.autosave_dir(reader) if autosave else self.reader_dir(reader)
+        with OutputFolder(folder, names, overwrite=True) as out:
+            write(out.stage)
+        if not autosave:
+            shutil.rmtree(self.autosave_dir(reader), ignore_errors=True)
+        return folder
 
     def readers(self) -> List[str]:
         d = self.folder / READERS_DIR

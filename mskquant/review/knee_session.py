@@ -4,7 +4,6 @@ cartilage editable, T2 quantified again on request (KneeT2Logic through
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,7 +12,6 @@ from mskquant import mrml
 from .cases import Case, check_reader
 from .edits import edit_log, now_iso
 
-AUTOSAVE_DIR = "autosave"
 AUTOSAVED_FILES = ("cartilage.nii.gz", "edits.json")  # the unsaved edit: the mask and its log
 SAVED_FILES = ("t2.nii.gz", "subregions.nii.gz", "subregions.csv", "projection.png", "knee_t2.json",
                "t2_fit_r2.nii.gz", "t2_fit_amplitude.nii.gz", "t2_loglinear.nii.gz", "cartilage.nii.gz", "edits.json")
@@ -37,7 +35,7 @@ class KneeReviewSession:
         self.dirty = False
         self.actions: List[dict] = []
         if restore_autosave and self.autosave_pending(case, reader):
-            self._restore(case.reader_dir(reader) / AUTOSAVE_DIR)
+            self._restore(case.autosave_dir(reader))
 
     def _restore(self, folder: Path) -> None:
         """The cartilage as it was autosaved (unsaved edits of an earlier session)."""
@@ -102,7 +100,6 @@ class KneeReviewSession:
                 "cartilage_voxels": int(self.cartilage_mask().sum()), "recomputed": self.result is not None}
 
     def save(self) -> Path:
-        from mskquant.atomic import OutputFolder
         from mskquant.cli.common import write_json
         from mskquant.imageio import write_image
         from mskquant.image import Image
@@ -114,33 +111,30 @@ class KneeReviewSession:
         self.result.summary["review"] = {"reader": self.reader, "reviewed": True, "start_time": self.started,
                                          "end_time": edits["end_time"], "case": str(self.case.folder)}
         self.result.summary["source"] = self.reopened.summary.get("source")
-        rdir = self.case.reader_dir(self.reader)
-        with OutputFolder(rdir, SAVED_FILES, overwrite=True) as out:
-            self.logic.export(self.result, out.stage)
-            write_image(Image(cart.astype("uint8"), self.geometry), out.path("cartilage.nii.gz"))
-            write_json(edits, out.path("edits.json"))
-        shutil.rmtree(rdir / AUTOSAVE_DIR, ignore_errors=True)
+        def write(stage: Path) -> None:
+            self.logic.export(self.result, stage)
+            write_image(Image(cart.astype("uint8"), self.geometry), stage / "cartilage.nii.gz")
+            write_json(edits, stage / "edits.json")
+
+        rdir = self.case.save_reader_files(self.reader, SAVED_FILES, write)
         self.dirty = False
         return rdir
 
     def autosave(self) -> Optional[Path]:
         """The edited cartilage and its log, where the next start offers them back."""
-        from mskquant.atomic import OutputFolder
         from mskquant.cli.common import write_json
         from mskquant.image import Image
         from mskquant.imageio import write_image
 
-        if not self.dirty:
-            return None
-        folder = self.case.reader_dir(self.reader) / AUTOSAVE_DIR
-        with OutputFolder(folder, AUTOSAVED_FILES, overwrite=True) as out:
-            write_image(Image(self.cartilage_mask().astype("uint8"), self.geometry), out.path("cartilage.nii.gz"))
-            write_json(self._edit_log(), out.path("edits.json"))
-        return folder
+        def write(stage: Path) -> None:
+            write_image(Image(self.cartilage_mask().astype("uint8"), self.geometry), stage / "cartilage.nii.gz")
+            write_json(self._edit_log(), stage / "edits.json")
+
+        return self.case.save_reader_files(self.reader, AUTOSAVED_FILES, write, autosave=True) if self.dirty else None
 
     @staticmethod
     def autosave_pending(case: Case, reader: str) -> bool:
-        return (case.reader_dir(reader) / AUTOSAVE_DIR / "cartilage.nii.gz").is_file()
+        return (case.autosave_dir(reader) / "cartilage.nii.gz").is_file()
 
     def close(self) -> None:
         self._drop_result()

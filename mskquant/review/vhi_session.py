@@ -10,7 +10,6 @@ each stroke, :func:`VHIWorkflowLib.results.rethreshold` when the "Normal bone" s
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -22,7 +21,6 @@ from mskquant.errors import InputError
 from .cases import Case, check_reader
 from .edits import edit_log, now_iso
 
-AUTOSAVE_DIR = "autosave"
 SAVED_FILES = ("inflammation.seg.nrrd", "inflammation.nii.gz", "vhi.csv", "vhi.json", "edits.json")
 
 
@@ -41,8 +39,8 @@ class VHIReviewSession:
         self.message = ""
         rdir = case.reader_dir(reader)
         source: Optional[Path] = None
-        if restore_autosave and (rdir / AUTOSAVE_DIR / "vhi.json").is_file():
-            source = rdir / AUTOSAVE_DIR
+        if restore_autosave and (case.autosave_dir(reader) / "vhi.json").is_file():
+            source = case.autosave_dir(reader)
         elif (rdir / "vhi.json").is_file():
             source = rdir
         self.result = reopen_result(self.logic, case.folder, source / SAVED_FILES[0] if source else None)
@@ -57,7 +55,7 @@ class VHIReviewSession:
         self.vhi = self.logic.recompute(self.segmentation, self.thresholds, self.result.table)
         self._roi = self._mask_of("Normal bone")
         self._busy = False
-        self.dirty = source == rdir / AUTOSAVE_DIR
+        self.dirty = source == case.autosave_dir(reader)
 
     # --- scene ----------------------------------------------------------------------------------
     @property
@@ -155,30 +153,18 @@ class VHIReviewSession:
 
     def save(self) -> Path:
         """``readers/<NAME>/``: all files replaced together (never the case's own result or another reader's)."""
-        from mskquant.atomic import OutputFolder
-
-        rdir = self.case.reader_dir(self.reader)
-        with OutputFolder(rdir, SAVED_FILES, overwrite=True) as out:
-            self._write(out.stage)
-        shutil.rmtree(rdir / AUTOSAVE_DIR, ignore_errors=True)
+        rdir = self.case.save_reader_files(self.reader, SAVED_FILES, self._write)
         self.dirty = False
         self._act("saved")
         return rdir
 
     def autosave(self) -> Optional[Path]:
         """The unsaved state, where the next start offers it back."""
-        from mskquant.atomic import OutputFolder
-
-        if not self.dirty:
-            return None
-        folder = self.case.reader_dir(self.reader) / AUTOSAVE_DIR
-        with OutputFolder(folder, SAVED_FILES, overwrite=True) as out:
-            self._write(out.stage)
-        return folder
+        return self.case.save_reader_files(self.reader, SAVED_FILES, self._write, autosave=True) if self.dirty else None
 
     @staticmethod
     def autosave_pending(case: Case, reader: str) -> bool:
-        return (case.reader_dir(reader) / AUTOSAVE_DIR / "vhi.json").is_file()
+        return (case.autosave_dir(reader) / "vhi.json").is_file()
 
     def reader_comparison(self) -> Optional[dict]:
         """Dice and volumes of the first two readers' saved sensitive masks (``vhi-compare``'s numbers)."""
