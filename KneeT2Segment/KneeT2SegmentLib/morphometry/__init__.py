@@ -1,0 +1,12 @@
+"""Knee morphometry (Morales et al., qMRI biomarkers): multi-tissue segmentation of a 3D knee
+MRI, cartilage thickness, and thickness and T2 projected onto the articular bone surface.
+
+Numeric core (no Slicer import), one module per responsibility:
+
+* :mod:`.labels` - the label numbering (the shared OAI label maps'), plates, colour table;
+* :mod:`.segment` - the ensemble of small networks (softmax averaging), tiled, with progress and cancel;
+* :mod:`.thickness` - cartilage thickness per plate and region, thickness map;
+* :mod:`.surface` - bone meshes, articular surface, sampling of per-voxel measures onto it, areas and volumes;
+* :mod:`.maps` - 2D maps of a bone's articular surface (documented parameterisation), PNG and NumPy;
+* :mod:`.pipeline` - the whole measurement of one knee (what the CLI, batch and panel call).
+"""
