@@ -28,6 +28,7 @@ import slicer
 from mskquant.panel import (BatchSection, RunControls, SceneObserver, export_outputs, fill_segment_combo, guarded,
                             module_parameter_node, show_volume)
 
+from .morphometry.panel import KneeMorphSection
 from .parameters import KneeT2Parameters
 
 LATERALITY_ITEMS = {"From image": "auto", "Right": "right", "Left": "left"}
@@ -45,9 +46,11 @@ class KneeT2SegmentPanel:
                                ui.exportChangeButton, ui.agreementSetButton, ui.agreementExportButton)
         self.controls = RunControls(ui.cancelButton, ui.progressBar, ui.statusLabel, buttons=(
             ui.runButton, ui.loadMeseButton, ui.meseFolderButton, ui.segmentButton, ui.agreementButton,
-            ui.agreementClearButton, ui.compareButton) + self.result_buttons)
+            ui.agreementClearButton, ui.compareButton, ui.morphSegmentButton, ui.morphMeasureButton)
+            + self.result_buttons)
+        self.morph = KneeMorphSection(ui, self._morph_logic, self.controls, self._mese_for_morphometry)
         ui.meseFolderButton.connect("clicked(bool)", self.onPickMeseFolder)
-        for name in ("knee-t2", "knee-change"):
+        for name in ("knee-t2", "knee-change", "knee-morph"):
             ui.batchPipelineComboBox.addItem(name)
         self.batch = BatchSection("knee-t2", ui.batchManifestPathLineEdit, ui.batchOutputPathLineEdit, ui.batchRunButton,
                                   ui.batchCancelButton, ui.batchProgressBar, ui.batchStatusLabel,
@@ -78,6 +81,18 @@ class KneeT2SegmentPanel:
         self._load_parameters()
 
     # --- plumbing ---------------------------------------------------------------------------
+    def _morph_logic(self):
+        from .morphometry.logic import KneeMorphLogic
+
+        return KneeMorphLogic(self.logic.impl.rt)
+
+    def _mese_for_morphometry(self):
+        from .logic import validate_te_text
+
+        node = self.ui.meseSelector.currentNode()
+        return None if node is None else self.logic.impl.mese_from_node(node, validate_te_text(
+            self.ui.echoTimesLineEdit.text))
+
     def _clear_results(self) -> None:
         self.result = self.change = self.segmentation = None
         self.agreement = self.agreement_set = None
@@ -145,6 +160,7 @@ class KneeT2SegmentPanel:
         self.controls.discard()
         self._clear_results()
         self._set_result_buttons(False)
+        self.morph.clear()
         for label in (self.ui.resultLabel, self.ui.changeLabel, self.ui.agreementResultLabel, self.ui.segmentationLabel):
             label.text = ""
 

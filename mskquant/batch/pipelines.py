@@ -37,6 +37,9 @@ PIPELINES = {
     "vhi": Pipeline(
         "vhi", "VHIWorkflowLib.cli", ("t1", "stir", "normal_roi", "disease_region"), "vhi.csv", "boxes", "mask",
         "volume_ml", "V_HI over the cohort", model_unless="disease_region"),
+    "knee-morph": Pipeline(
+        "knee-morph", "KneeT2SegmentLib.morphometry.cli", ("image", "labels", "mese"), "thickness.csv", "boxes",
+        "plate", "mean_mm", "Mean cartilage thickness per plate over the cohort", summary_where=(("region", "all"),)),
     "pain-cam": Pipeline(
         "pain-cam", "SiamesePainCAMLib.cli", ("left", "right"), "pain.csv", "histogram", None, "p_painful",
         "Probability that the right knee is the painful one", summary_where=(("knee", "right"),), model_unless=""),
@@ -61,6 +64,10 @@ def case_outputs(name: str) -> Tuple[str, ...]:
         from KneeT2SegmentLib.cli import CHANGE_OUTPUTS
 
         return CHANGE_OUTPUTS
+    if name == "knee-morph":
+        from KneeT2SegmentLib.morphometry.export import CORE_OUTPUTS
+
+        return CORE_OUTPUTS
     if name == "vhi":
         from VHIWorkflowLib.cli import VHI_OUTPUTS
 

@@ -47,7 +47,7 @@ def make_logic(pipeline: str):
     from mskquant.headless import create_headless_runtime
 
     rt = create_headless_runtime()
-    if pipeline in ("knee-t2", "knee-change"):
+    if pipeline in ("knee-t2", "knee-change", "knee-morph"):
         from KneeT2SegmentLib.logic import KneeT2Logic
 
         return KneeT2Logic(rt)
@@ -186,6 +186,11 @@ def _run(pipeline: str, args, read: Optional[dict], logic, timings: dict) -> Non
         from KneeT2SegmentLib.cli import knee_change_into_folder
 
         knee_change_into_folder(args, logic)
+    elif pipeline == "knee-morph":
+        from KneeT2SegmentLib.morphometry.cli import knee_morph_into_folder, read_inputs
+
+        result = knee_morph_into_folder(args, read_inputs(args))
+        timings["network_s"] = result.timings_s.get("segmentation", 0.0)
     elif pipeline == "vhi":
         from VHIWorkflowLib.cli import vhi_into_folder
         from mskquant.progress import Progress
