@@ -225,3 +225,11 @@ def test_real_label_map_chain(knee_labelmap_dir, tmp_path):
     for code in range(1, 7):
         assert abs(proj["femur"].weighted_mean(region == code) - t2[codes == code].mean()) < 1.0
     assert set(maps) == {"femur", "tibia", "patella"}
+
+
+def test_values_off_the_label_grid_are_refused(knee):
+    from mskquant.errors import InputError
+
+    image, thick, surfaces = knee
+    with pytest.raises(InputError, match="grid"):
+        project_voxel_measure(surfaces, image, np.zeros((3, 4, 5), np.float32))
