@@ -134,3 +134,13 @@ def test_real_label_map(knee_labelmap_dir):
         r = rows[(plate, "all")]
         assert r["n_points"] > 2000 and 1.0 < r["mean_mm"] < 3.5 and r["p95_mm"] < 6.0
     assert elapsed < 30.0  # measured 3.3 s on the 2-core development machine
+
+
+def test_cartilage_off_the_bone_is_reported():
+    image = shell_knee((0.5, 0.5, 0.5), 8.0, 2.0)
+    a = image.array.copy()
+    a[a == L.FEMUR] = 0  # the ball is gone ...
+    a[0:3] = L.FEMUR  # ... a bone slab at the grid's edge, millimetres from the cartilage, is all there is
+    res = measure_thickness(image.with_array(a), "right")
+    assert res.plates["femoral"].missing and "does not touch" in res.plates["femoral"].message
+    assert res.rows()[0]["n_points"] == 0 and math.isnan(res.rows()[0]["mean_mm"])

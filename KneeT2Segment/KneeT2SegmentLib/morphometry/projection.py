@@ -25,7 +25,8 @@ from mskquant.image import Image
 
 from . import labels as L
 from . import mesh
-from .surface import BONE_PLATES, BoneSurface
+from .regions import BONE_PLATES
+from .surface import BoneSurface
 
 MAX_GAP_MM = 2.0
 

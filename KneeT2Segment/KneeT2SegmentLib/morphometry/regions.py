@@ -25,6 +25,9 @@ import numpy as np
 SIDES = ("medial", "lateral")
 ZONES = ("anterior", "central", "posterior")
 REGION_NAMES: Dict[int, str] = {1 + 3 * s + z: f"{SIDES[s]} {ZONES[z]}" for s in range(2) for z in range(3)}
+# the cartilage plates on each bone (the tibial cartilage is split medial / lateral)
+BONE_PLATES: Dict[str, Tuple[str, ...]] = {"femur": ("femoral",), "tibia": ("medial tibial", "lateral tibial"),
+                                           "patella": ("patellar",)}
 CSV_COLUMNS = ("plate", "region", "mean_mm", "sd_mm", "p5_mm", "p95_mm", "n_points")
 
 

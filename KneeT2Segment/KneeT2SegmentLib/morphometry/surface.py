@@ -39,7 +39,6 @@ from . import mesh
 
 SMOOTHING_ITERATIONS = 15
 PASS_BAND = 0.1
-BONE_PLATES = {"femur": ("femoral",), "tibia": ("medial tibial", "lateral tibial"), "patella": ("patellar",)}
 
 
 @dataclass
