@@ -7,6 +7,7 @@ step of the measurement chain (thickness, bone surfaces, projections, maps):
 
     .venv/bin/python scripts/compare_thickness_methods.py
     .venv/bin/python scripts/compare_thickness_methods.py --cases 9002817 9004175 --csv out.csv
+    .venv/bin/python scripts/compare_thickness_methods.py --phantoms   # shapes of known thickness only
 """
 
 from __future__ import annotations
@@ -19,6 +20,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "KneeT2Segment"):
     sys.path.insert(0, str(p))
+
+
+def phantoms() -> None:
+    """Both definitions on the 2.0 mm spherical shell and the 2.0 mm slab tilted to the grid."""
+    import numpy as np
+
+    from KneeT2SegmentLib.morphometry import labels as L
+    from KneeT2SegmentLib.morphometry.phantoms import shell_knee, slab_knee
+    from KneeT2SegmentLib.morphometry.thickness import interface_thickness
+
+    def measure(image):
+        a = L.tissue_labels(image.array)
+        return interface_thickness(np.isin(a, (1, 3, 5)), np.isin(a, (2, 4, 6)), image.geometry)
+
+    grids = ((0.3, 0.3, 0.3), (0.7, 0.365, 0.365), (0.365, 0.365, 0.7))
+    print("2.0 mm shell on a 10 mm ball (all interface points): mean normal / nearest, mm")
+    for sp in grids:
+        it = measure(shell_knee(sp, 10.0, 2.0))
+        print(f"  voxels {sp}: {np.nanmean(it.thickness_mm):.3f} / {np.nanmean(it.nearest_mm):.3f} "
+              f"({len(it.thickness_mm)} points)")
+    print("2.0 mm slab disc (radius 10 mm) tilted to the grid, points > 2 mm inside the rim: mean normal / nearest, mm")
+    for sp in grids:
+        for tilt in ((30.0, 0.0, 0.0), (30.0, 0.0, 20.0)):
+            image, normal = slab_knee(sp, 2.0, tilt)
+            it = measure(image)
+            h = it.points_ras @ normal
+            inner = np.linalg.norm(it.points_ras - np.outer(h, normal), axis=1) < 8.0
+            print(f"  voxels {sp}, tilt {tilt} deg: {np.nanmean(it.thickness_mm[inner]):.3f} / "
+                  f"{np.nanmean(it.nearest_mm[inner]):.3f}")
 
 
 def main(argv=None) -> int:
@@ -37,7 +67,11 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", nargs="+", default=["9002817"], help="label-map names (without .nii.gz)")
     ap.add_argument("--labelmaps", type=Path, default=None, help="folder of label maps (default ../shared/data/...)")
     ap.add_argument("--csv", type=Path, default=None, help="write the per-plate rows here")
+    ap.add_argument("--phantoms", action="store_true", help="only the shapes of known thickness")
     args = ap.parse_args(argv)
+    if args.phantoms:
+        phantoms()
+        return 0
     folder = args.labelmaps
     if folder is None:
         shared = shared_data_dir()

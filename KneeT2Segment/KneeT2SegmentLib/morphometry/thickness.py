@@ -19,8 +19,8 @@ interface is measured along the bone surface's outward normal to the articular s
   distance from the interface point to the closest vertex of the articular part of the union
   surface. Where the surfaces are parallel both agree; where they are not (plate edges,
   curved condyles, uneven cartilage) the closest point is never farther, and on voxel
-  surfaces it picks the nearest bump, so its means are lower: 2.0 mm shell 2.003 (normal)
-  vs 1.972 mm (nearest) at 0.3 mm voxels, 1.998 vs 1.943 mm at 0.365 x 0.365 x 0.7 mm; on
+  surfaces it picks the nearest bump, so its means are lower: 2.0 mm shell 1.994 (normal)
+  vs 1.963 mm (nearest) at 0.3 mm voxels, 1.999 vs 1.943 mm at 0.365 x 0.365 x 0.7 mm; on
   OAI label maps 5-10 % lower per plate (``scripts/compare_thickness_methods.py``).
 
 The normal-based value was chosen because it is a property of a point of the bone (what
