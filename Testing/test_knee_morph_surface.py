@@ -112,6 +112,11 @@ def test_t2_projection_keeps_region_means(knee):
     assert abs(fp.weighted_mean(fp.count > 0) - np.nanmean(t2[fc])) < 1e-4
     for bone in ("tibia", "patella"):
         assert proj[bone].count.sum() == np.sum(image.array == L.CARTILAGE_OF[bone])
+    # the maps keep the voxel counts: their weighted mean is the plate's volumetric mean
+    for bone, m in bone_maps(surfaces, "t2_ms", "right").items():
+        ok = m.weight > 0
+        want = np.nanmean(t2[image.array == L.CARTILAGE_OF[bone]])
+        assert abs((m.values[ok] * m.weight[ok]).sum() / m.weight[ok].sum() - want) < 1e-3
 
 
 def test_thickness_on_the_surface(knee):

@@ -49,6 +49,7 @@ class BoneMap:
     measure: str
     values: np.ndarray  # (rows, columns), NaN where empty
     count: np.ndarray  # vertices per cell
+    weight: np.ndarray  # summed weights per cell: voxels for a projection with counts, else vertices
     rows: Tuple[str, float, float, str]  # (what, centre of row 0, step, unit)
     columns: Tuple[str, float, float, str]
     parameterisation: Dict[str, object] = field(default_factory=dict)
@@ -158,7 +159,7 @@ def bone_map(surface: BoneSurface, measure: str, laterality: Optional[str] = Non
     n = np.bincount(cell, minlength=shape[0] * shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
         grid = np.where(wsum > 0, total / np.maximum(wsum, 1e-12), np.nan)
-    return BoneMap(surface.bone, measure, grid.reshape(shape), n.reshape(shape),
+    return BoneMap(surface.bone, measure, grid.reshape(shape), n.reshape(shape), wsum.reshape(shape),
                    (rows[0], float(r0 + 0.5 * rows[1]), rows[1], rows[2]),
                    (cols[0], float(c0 + 0.5 * cols[1]), cols[1], cols[2]), param)
 
