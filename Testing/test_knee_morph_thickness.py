@@ -144,3 +144,11 @@ def test_cartilage_off_the_bone_is_reported():
     res = measure_thickness(image.with_array(a), "right")
     assert res.plates["femoral"].missing and "does not touch" in res.plates["femoral"].message
     assert res.rows()[0]["n_points"] == 0 and math.isnan(res.rows()[0]["mean_mm"])
+
+
+def test_non_sagittal_grid_keeps_thickness_without_femoral_regions():
+    image = shell_knee((0.5, 0.5, 0.5), 10.0, 2.0, rotation_deg=(0.0, 35.26, 45.0))  # no axis within 45 deg of R
+    res = measure_thickness(image, "right")
+    femoral = [r for r in res.rows() if r["plate"] == "femoral"]
+    assert [r["region"] for r in femoral] == ["all"] and abs(femoral[0]["mean_mm"] - 2.0) < 0.05
+    assert any("Femoral regions not defined" in m and "sagittal" in m for m in res.messages)

@@ -206,7 +206,12 @@ def _femoral_codes(points_ras, mask, geometry, laterality, messages) -> np.ndarr
         messages.append("The knee's laterality is unknown (no tibial cartilage to estimate it from): femoral "
                         "thickness is reported for the whole plate only; give the laterality for its regions.")
         return np.zeros(len(points_ras), np.uint8)
-    sub = femoral_subregions(mask, geometry, laterality)
+    try:
+        sub = femoral_subregions(mask, geometry, laterality)
+    except InputError as error:  # e.g. a non-sagittal grid: thickness stands, only the regions are lost
+        messages.append(f"Femoral regions not defined ({error}): femoral thickness is reported for the whole "
+                        f"plate only.")
+        return np.zeros(len(points_ras), np.uint8)
     messages.extend(sub.warnings)
     kji, ras = mesh.voxel_positions_ras(geometry, mask)
     _, nearest = cKDTree(ras).query(points_ras)
