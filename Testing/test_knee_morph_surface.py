@@ -238,3 +238,16 @@ def test_values_off_the_label_grid_are_refused(knee):
     image, thick, surfaces = knee
     with pytest.raises(InputError, match="grid"):
         project_voxel_measure(surfaces, image, np.zeros((3, 4, 5), np.float32))
+
+
+def test_surfaces_progress_and_cancel():
+    from mskquant.progress import CancelToken, Cancelled, Progress
+
+    image = analytic_knee()
+    calls = []
+    bone_surfaces(image, progress=lambda f, m: calls.append(f))
+    assert calls == sorted(calls) and calls[-1] == pytest.approx(1.0) and len(calls) >= 9
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        bone_surfaces(image, progress=Progress(None, token))
