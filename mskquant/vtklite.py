@@ -20,3 +20,9 @@ from vtkmodules.vtkIOImage import vtkPNGReader, vtkPNGWriter
 from vtkmodules.vtkRenderingCore import (vtkColorTransferFunction, vtkRenderWindow, vtkTextProperty,
                                          vtkTextRenderer, vtkWindowToImageFilter)
 from vtkmodules.vtkViewsContext2D import vtkContextView
+# knee morphometry: iso-surfaces, smoothing, normals, areas and volumes, .vtp files
+from vtkmodules.vtkCommonCore import vtkFloatArray, vtkPoints
+from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
+from vtkmodules.vtkFiltersCore import (vtkFlyingEdges3D, vtkMassProperties, vtkPolyDataNormals,
+                                       vtkWindowedSincPolyDataFilter)
+from vtkmodules.vtkIOXML import vtkXMLPolyDataReader, vtkXMLPolyDataWriter

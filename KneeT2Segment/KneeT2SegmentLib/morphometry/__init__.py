@@ -5,8 +5,13 @@ Numeric core (no Slicer import), one module per responsibility:
 
 * :mod:`.labels` - the label numbering (the shared OAI label maps'), plates, colour table;
 * :mod:`.segment` - the ensemble of small networks (softmax averaging), tiled, with progress and cancel;
+* :mod:`.mesh` - sub-voxel surfaces of masks in RAS mm (blur, flying edges, sampling, areas);
+* :mod:`.regions` - region codes of the plates (femoral subregions, tibial medial/lateral split), summary rows;
 * :mod:`.thickness` - cartilage thickness per plate and region, thickness map;
-* :mod:`.surface` - bone meshes, articular surface, sampling of per-voxel measures onto it, areas and volumes;
+* :mod:`.surface` - bone meshes, articular surface, areas and volumes;
+* :mod:`.projection` - thickness and per-voxel measures (T2) onto the articular vertices, .vtp files;
+* :mod:`.shape` - volume, area and articular area per bone (morph.json);
+* :mod:`.phantoms` - label maps of known thickness (shell, tilted slab) for tests and checks;
 * :mod:`.maps` - 2D maps of a bone's articular surface (documented parameterisation), PNG and NumPy;
 * :mod:`.pipeline` - the whole measurement of one knee (what the CLI, batch and panel call).
 """
