@@ -16,9 +16,9 @@ from typing import List
 import numpy as np
 
 from . import labels as lb
+from .regions import CSV_COLUMNS as THICKNESS_COLUMNS  # plate, region, mean_mm, sd_mm, p5_mm, p95_mm, n_points
 
 CORE_OUTPUTS = ("labels.nii.gz", "labels.ctbl", "thickness.csv", "thickness.nii.gz", "morph.json")
-THICKNESS_COLUMNS = ("plate", "region", "mean_mm", "sd_mm", "p5_mm", "p95_mm", "n_points")
 
 
 def surface_name(bone: str) -> str:
@@ -60,8 +60,8 @@ def write_outputs(result, folder: Path) -> List[Path]:
     from mskquant.image import Image
     from mskquant.imageio import write_image
 
-    from . import maps as mp
-    from .surface import write_vtp
+    from .maps import write_map_npy, write_map_png
+    from .projection import write_vtp
 
     folder = Path(folder)
     paths = [write_image(Image(result.labels.array.astype(np.uint8), result.labels.geometry), folder / "labels.nii.gz")]
@@ -75,6 +75,6 @@ def write_outputs(result, folder: Path) -> List[Path]:
     for bone, measures in result.maps.items():
         for measure, m in measures.items():
             png, npy = (folder / n for n in map_names(bone, measure))
-            paths += mp.write_map(m, png, npy)
+            paths += [write_map_png(m, png), write_map_npy(m, npy)]
     paths.append(write_json(result.summary(), folder / "morph.json"))
     return paths

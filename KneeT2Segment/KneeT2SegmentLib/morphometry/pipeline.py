@@ -79,7 +79,8 @@ class MorphResult:
 
     def summary(self) -> dict:
         """``morph.json``."""
-        from .surface import bone_summary
+        from .shape import shape_summary
+        from .thickness import DEFINITION
 
         counts = {lb.NAMES[v]: int(np.count_nonzero(self.labels.array == v)) for v in range(1, lb.N_LABELS)}
         vox = float(self.labels.geometry.voxel_volume_mm3)
@@ -87,11 +88,11 @@ class MorphResult:
             "labels": {"source": self.labels_source, "grid": self.labels.geometry.describe(),
                        "voxels": counts, "volume_mm3": {k: round(v * vox, 1) for k, v in counts.items()},
                        "missing": [k for k, v in counts.items() if v == 0]},
-            "thickness": {"definition": self.thickness.definition, "plates": self.thickness.rows()},
-            "bones": {bone: bone_summary(s) for bone, s in self.surfaces.items()},
+            "thickness": {"definition": DEFINITION, "laterality": self.thickness.laterality,
+                          "plates": self.thickness.rows(), "nearest_point": self.thickness.rows("nearest")},
+            "bones": shape_summary(self.surfaces),
             "missing_bones": [b for b in lb.BONES if b not in self.surfaces],
-            "maps": {bone: {m: getattr(v, "describe", lambda: {})() for m, v in ms.items()}
-                     for bone, ms in self.maps.items()},
+            "maps": {bone: {m: v.info() for m, v in ms.items()} for bone, ms in self.maps.items()},
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
             "parameters": self.params.as_dict() if self.params else {},
@@ -99,26 +100,43 @@ class MorphResult:
         if self.segmentation:
             out["segmentation"] = self.segmentation
         if self.t2 is not None:
-            q = self.t2.quantification
-            out["t2"] = {"registration": self.t2.registration.as_dict(), "noise": q.summary()["noise"],
-                         "femoral_subregions": q.summary()["regions"], "surface_regions": self.surface_t2_regions()}
+            q = self.t2.quantification.summary()
+            out["t2"] = {"registration": self.t2.registration.as_dict(), "noise": q["noise"],
+                         "femoral_subregions": q["regions"], "surface_femoral_subregions": self.surface_t2_regions()}
         return out
 
     def surface_t2_regions(self) -> List[dict]:
-        """T2 per femoral subregion from the femur's articular surface (count-weighted vertex means)."""
-        from .surface import region_means
+        """T2 per femoral subregion (layer x side x zone) from the femur's articular surface: the count-weighted
+        mean of the layer's vertex values over the vertices whose voxels are mostly of that side and zone,
+        beside the volumetric mean of the subregion."""
+        from ..subregions import SUBREGION_NAMES
+
+        from ..subregions import LAYERS
 
         femur = self.surfaces.get("femur")
-        if femur is None or self.t2 is None:
+        if femur is None or self.t2 is None or femur.array("t2_ms_voxels") is None:
             return []
-        return region_means(femur, "t2_ms")
+        code = femur.array("t2_region")
+        volumetric = self.t2.region_means()
+        rows = []
+        for r in sorted(SUBREGION_NAMES):
+            layer, c = LAYERS[(r - 1) // 6], (r - 1) % 6 + 1
+            t2, n = femur.array(f"t2_{layer}_ms_voxels"), femur.array(f"t2_{layer}_ms_voxels_count")
+            sel = (code == c) & (n > 0)
+            w = n[sel].astype(np.float64)
+            mean = float((t2[sel] * w).sum() / w.sum()) if w.sum() else float("nan")
+            rows.append({"subregion": int(r), "region": SUBREGION_NAMES[r], "surface_mean_t2_ms": mean,
+                         "volumetric_mean_t2_ms": volumetric.get(r, float("nan")), "n_vertices": int(sel.sum()),
+                         "n_voxels": int(w.sum())})
+        return rows
 
 
 def measure(labels: Image, image: Optional[Image] = None, series=None, params: Optional[MorphParameters] = None,
             t2_params=None, progress: "Progress | None" = None, labels_source: str = "given") -> MorphResult:
     """Thickness, bone surfaces, projections and maps of one knee's ``labels`` (0-6 on the 3D image's grid)."""
-    from . import maps as mp
-    from . import surface as sf
+    from .maps import bone_map
+    from .projection import project_points, project_thickness
+    from .surface import bone_surfaces
     from .thickness import measure_thickness
 
     params = (params or MorphParameters()).validate()
@@ -130,16 +148,16 @@ def measure(labels: Image, image: Optional[Image] = None, series=None, params: O
         raise InputError("The label map holds no cartilage (labels 2, 4, 6): segment the knee first, or give a label "
                          "map in the morphometry numbering (1 femur, 2 femoral cartilage, 3 tibia, 4 tibial "
                          "cartilage, 5 patella, 6 patellar cartilage).")
-    warnings: List[str] = []
     thick = measure_thickness(labels, lat, progress.sub(0.0, 0.35))
-    warnings += list(getattr(thick, "warnings", []))
+    warnings: List[str] = list(thick.messages)
     t1 = time.monotonic()
-    surfaces = sf.bone_surfaces(labels, progress.sub(0.35, 0.6))
-    for bone in lb.BONES:
-        if bone not in surfaces:
-            warnings.append(f"No {bone} in the label map (not in the field of view or not segmented): its surface, "
-                            f"area and maps are not reported.")
-    sf.project_thickness(surfaces, thick)
+    surfaces = {}
+    for bone, surf in bone_surfaces(labels, progress.sub(0.35, 0.6)).items():
+        if surf.missing:
+            warnings.append(surf.message or f"No {bone} in the label map: its surface, areas and maps are not reported.")
+        else:
+            surfaces[bone] = surf
+    project_thickness(surfaces, thick)
     t2 = None
     t2_time = 0.0
     if series is not None:
@@ -148,15 +166,46 @@ def measure(labels: Image, image: Optional[Image] = None, series=None, params: O
         t3 = time.monotonic()
         t2 = cartilage_t2(labels, series, image if params.register_mese else None, t2_params,
                           progress.sub(0.6, 0.85))
-        sf.project_points(surfaces, t2.points(), "t2_ms")
+        project_t2(surfaces, t2)
         warnings += t2.warnings
         t2_time = time.monotonic() - t3
     t4 = time.monotonic()
     measures = ["thickness_mm"] + (["t2_ms"] if t2 is not None else [])
-    maps = {bone: {m: mp.bone_map(s, m) for m in measures} for bone, s in surfaces.items()}
+    maps: Dict[str, Dict[str, object]] = {}
+    for bone, surf in surfaces.items():
+        for m in measures:
+            bmap = bone_map(surf, m, thick.laterality)
+            if bmap is not None:
+                maps.setdefault(bone, {})[m] = bmap
     progress(1.0, "Morphometry done")
     timings = {"thickness": t1 - t0, "surfaces": t4 - t1 - t2_time, "t2": t2_time, "maps": time.monotonic() - t4}
     return MorphResult(labels, labels_source, thick, surfaces, maps, t2, warnings, timings, params)
+
+
+def project_t2(surfaces: Dict[str, object], t2) -> None:
+    """T2 points onto the articular vertices (:func:`.projection.project_points`).
+
+    Exact, count-weighted: ``t2_ms_voxels`` with ``t2_ms_voxels_count`` (all layers; each vertex's femoral
+    side x zone region in ``t2_region``) and, on the femur, ``t2_deep_ms_voxels`` / ``t2_superficial_ms_voxels``
+    (a surface carries both layers of the cartilage above it, so the layers are kept apart). The voxels of a
+    thick-slice MESE series reach only some vertices: ``t2_ms``, ``t2_deep_ms`` and ``t2_superficial_ms``
+    (display, maps) fill the others from the nearest reached vertex within one slice spacing."""
+    from ..subregions import LAYERS
+    from .projection import fill_articular, project_points
+    from .regions import femoral_region_of_subregion
+
+    pts = t2.points()
+    gap = float(max(t2.labels.geometry.spacing))
+    sub = pts["region"].astype(int)
+    project_points(surfaces, pts["ras"], pts["t2"], pts["label"], "t2_ms_voxels", femoral_region_of_subregion(sub),
+                   "t2_region")
+    fill_articular(surfaces, "t2_ms_voxels", "t2_ms", gap)
+    if "femur" in surfaces:
+        layer = np.where(sub > 0, (sub - 1) // 6, -1)
+        femur = {"femur": surfaces["femur"]}
+        for li, name in enumerate(LAYERS):
+            project_points(femur, pts["ras"], pts["t2"], np.where(layer == li, pts["label"], 0), f"t2_{name}_ms_voxels")
+            fill_articular(femur, f"t2_{name}_ms_voxels", f"t2_{name}_ms", gap)
 
 
 def segment(image: Image, params: Optional[MorphParameters] = None, progress: "Progress | None" = None):

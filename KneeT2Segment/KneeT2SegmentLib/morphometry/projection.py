@@ -54,10 +54,8 @@ def project_voxel_measure(surfaces: Dict[str, BoneSurface], labels: Image, value
 
     ``region_labels`` (int ``[k, j, i]``, e.g. region codes per cartilage voxel): each vertex's
     ``region`` becomes the most common non-zero label of the voxels it received (vertices without
-    any keep theirs).
+    any keep theirs). ``voxel_index`` of the result: flat ``[k, j, i]`` indices of the voxels.
     """
-    from scipy.spatial import cKDTree
-
     arr = values.array if isinstance(values, Image) else np.asarray(values)
     if isinstance(values, Image) and not values.geometry.same_grid(labels.geometry):
         raise InputError(f"The {name} volume is not on the label map's grid: resample it onto the label map first.")
@@ -65,43 +63,86 @@ def project_voxel_measure(surfaces: Dict[str, BoneSurface], labels: Image, value
         raise InputError(f"The {name} array has shape {arr.shape}, the label map {labels.geometry.shape_kji}: "
                          f"give values on the label map's grid.")
     tissue = L.tissue_labels(labels.array)
+    cart = np.isin(tissue, list(L.CARTILAGE_OF.values())) & np.isfinite(arr)
+    kji, ras = mesh.voxel_positions_ras(labels.geometry, cart)
+    flat = np.ravel_multi_index(kji, tissue.shape)
+    out = project_points(surfaces, ras, arr[kji], tissue[kji], name,
+                         None if region_labels is None else np.asarray(region_labels)[kji])
+    for proj in out.values():
+        proj.voxel_index = flat[proj.voxel_index]
+    return out
+
+
+def project_points(surfaces: Dict[str, BoneSurface], ras: np.ndarray, values: np.ndarray, cartilage: np.ndarray,
+                   name: str, regions: Optional[np.ndarray] = None, region_array: str = "region"
+                   ) -> Dict[str, VertexProjection]:
+    """Project measured points (e.g. the voxel centres of a T2 map on another grid, in this label map's
+    world) onto each bone's articular vertices: point ``p`` (cartilage label ``cartilage[p]``) goes to the
+    nearest articular vertex of that cartilage's bone. ``voxel_index`` of the result: point indices.
+    ``regions``: per-point region labels, the vertices' majority written to ``region_array``."""
+    from scipy.spatial import cKDTree
+
+    values = np.asarray(values, np.float64)
+    cartilage = np.asarray(cartilage)
     out = {}
     for bone, surf in surfaces.items():
         n = surf.polydata.GetNumberOfPoints()
         total, count = np.zeros(n), np.zeros(n, np.int64)
-        flat, vert = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        cart = (tissue == L.CARTILAGE_OF[bone]) & np.isfinite(arr)
+        sel, vert = np.zeros(0, np.int64), np.zeros(0, np.int64)
         art = np.flatnonzero(surf.articular)
-        if cart.any() and art.size:
-            kji, ras = mesh.voxel_positions_ras(labels.geometry, cart)
-            _, idx = cKDTree(surf.points[art]).query(ras)
+        sel = np.flatnonzero((cartilage == L.CARTILAGE_OF[bone]) & np.isfinite(values))
+        if sel.size and art.size:
+            _, idx = cKDTree(surf.points[art]).query(np.asarray(ras)[sel])
             vert = art[idx]
-            v = arr[kji].astype(np.float64)
-            np.add.at(total, vert, v)
+            np.add.at(total, vert, values[sel])
             np.add.at(count, vert, 1)
-            flat = np.ravel_multi_index(kji, tissue.shape)
-            if region_labels is not None:
-                _set_majority_region(surf, vert, np.asarray(region_labels)[kji])
+            if regions is not None:
+                _set_majority_region(surf, vert, np.asarray(regions)[sel], region_array)
+        else:
+            sel = np.zeros(0, np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         if n:
             surf.set_array(name, mean.astype(np.float32))
             surf.set_array(f"{name}_count", count.astype(np.int32))
-        out[bone] = VertexProjection(name, mean, count, flat, vert)
+        out[bone] = VertexProjection(name, mean, count, sel, vert)
     return out
 
 
-def _set_majority_region(surf: BoneSurface, vert: np.ndarray, lab: np.ndarray) -> None:
+def fill_articular(surfaces: Dict[str, BoneSurface], source: str, target: str, max_gap_mm: float) -> None:
+    """``target`` = ``source`` on the articular vertices that received points, and on the others the value
+    of the nearest one that did, within ``max_gap_mm`` (e.g. between the sparse thick slices of a MESE
+    series, whose voxels reach only some vertices); NaN elsewhere. For display and maps; the exact,
+    count-weighted values stay in ``source``."""
+    from scipy.spatial import cKDTree
+
+    for surf in surfaces.values():
+        values = surf.array(source)
+        if values is None or surf.missing:
+            continue
+        out = np.full(len(values), np.nan, np.float32)
+        has = surf.articular & np.isfinite(values)
+        empty = np.flatnonzero(surf.articular & ~has)
+        out[has] = values[has]
+        if has.any() and empty.size:
+            src = np.flatnonzero(has)
+            d, idx = cKDTree(surf.points[src]).query(surf.points[empty], distance_upper_bound=max_gap_mm)
+            ok = np.isfinite(d)
+            out[empty[ok]] = values[src[idx[ok]]]
+        surf.set_array(target, out)
+
+
+def _set_majority_region(surf: BoneSurface, vert: np.ndarray, lab: np.ndarray, array: str = "region") -> None:
     lab = lab.astype(np.int64)
     vert, lab = vert[lab > 0], lab[lab > 0]  # label 0: no region, leaves the vertex's region as it was
     n_lab = int(lab.max()) + 1 if lab.size else 1
     votes = np.zeros((surf.polydata.GetNumberOfPoints(), n_lab), np.int64)
     np.add.at(votes, (vert, lab), 1)
-    region = surf.array("region")
+    region = surf.array(array)
     region = np.zeros(len(votes), np.int32) if region is None else region.astype(np.int32).copy()
     has = votes.sum(axis=1) > 0
     region[has] = votes[has].argmax(axis=1)
-    surf.set_array("region", region)
+    surf.set_array(array, region)
 
 
 def project_thickness(surfaces: Dict[str, BoneSurface], thickness_result, max_gap_mm: float = MAX_GAP_MM) -> None:

@@ -52,6 +52,8 @@ from mskquant.progress import Progress, as_progress
 from . import labels as L
 from . import mesh, regions
 
+DEFINITION = ("normal-based: from each point of the bone-cartilage interface along the bone surface's outward "
+              "normal to the articular surface (nearest-point thickness reported beside it)")
 MAX_MM = 10.0
 INTERFACE_MIN = 0.3
 MIN_CARTILAGE_VOXELS = 20
