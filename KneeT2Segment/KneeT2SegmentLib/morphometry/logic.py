@@ -117,9 +117,10 @@ class KneeMorphLogic:
         summary = result.summary()
         table.SetAttribute("MSKQuant.KneeMorphSummary", json.dumps(_jsonable(summary)))
         bones = summary["bones"]
-        keys = sorted({k for b in bones.values() for k in b})
+        keys = sorted({k for b in bones.values() for k, v in b.items() if isinstance(v, (int, float))})
         bone_table = mrml.table_from_columns(self.rt, f"{name} bones", {
-            "bone": list(bones), **{k: [float(bones[b].get(k, float("nan"))) for b in bones] for k in keys}})
+            "bone": list(bones), **{k: [float(bones[b].get(k, float("nan"))) for b in bones] for k in keys},
+            "note": [str(bones[b].get("message", "")) for b in bones]})
         bone_table.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
         vol = mrml.volume_from_image(self.rt, result.thickness.map, f"{name} thickness (mm)", color_node=thick_color,
                                      window_level=(THICKNESS_RANGE_MM[1], THICKNESS_RANGE_MM[1] / 2.0))
@@ -141,9 +142,7 @@ class KneeMorphLogic:
             nodes.models[bone] = model
         for bone, measures in result.maps.items():
             for m, bmap in measures.items():
-                img = bmap.as_image() if hasattr(bmap, "as_image") else None
-                if img is None:
-                    continue
+                img = map_image(bmap)
                 c, wl = (colour, (100.0, 50.0)) if m == "t2_ms" else (thick_color, (4.0, 2.0))
                 node = mrml.volume_from_image(self.rt, img, f"{name} {bone} map {m}", color_node=c, window_level=wl)
                 node.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
@@ -155,6 +154,17 @@ class KneeMorphLogic:
 
         result = nodes_or_result.result if isinstance(nodes_or_result, MorphNodes) else nodes_or_result
         return write_outputs(result, Path(folder))
+
+
+def map_image(bmap) -> Image:
+    """A 2D map as a one-slice volume to view in a slice view: columns along I, rows along -S so that row 0
+    is at the top (as in the PNG); the steps (mm or degrees) as spacing."""
+    from mskquant.image import Geometry
+
+    rows, cols = bmap.values.shape
+    g = Geometry.from_spacing((cols, rows, 1), (float(bmap.columns[2]), float(bmap.rows[2]), 1.0),
+                              directions=np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]]))
+    return Image(np.nan_to_num(bmap.values, nan=0.0).astype(np.float32)[None], g)
 
 
 def _jsonable(obj):

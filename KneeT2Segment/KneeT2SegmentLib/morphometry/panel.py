@@ -29,6 +29,8 @@ class KneeMorphSection:
         ui.morphExportButton.connect("clicked(bool)", self.onExport)
         ui.morphSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)",
                                              lambda n: setattr(ui.morphEditButton, "enabled", n is not None))
+        ui.morphEditButton.enabled = False
+        self.clear()
 
     @property
     def buttons(self):

@@ -215,8 +215,8 @@ def segment(image: Image, params: Optional[MorphParameters] = None, progress: "P
     params = (params or MorphParameters()).validate()
     check_3d_image(image)
     res = segment_knee(image, progress=progress, device=params.device, model_id=params.model_id)
-    info = {"model": params.model_id}
-    info.update(getattr(res, "info", {}) or {})
+    info = {"model": res.model_id, "device": res.device, "seconds": round(res.seconds, 2),
+            "resampled_to_sagittal_grid": res.resampled}
     return res.labels, info
 
 
