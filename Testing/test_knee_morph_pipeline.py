@@ -153,3 +153,33 @@ def test_bad_input_is_refused_with_the_reason(analytic, cli, tmp_path):
     assert rc == 2 and "no cartilage" in err and not (tmp_path / "c").exists()
     rc, _, err = cli("knee-morph", "--out", tmp_path / "d", "-q")
     assert rc == 2 and "--image" in err
+
+
+def test_knee_morph_cohort_through_batch(analytic, cli, tmp_path):
+    """``mskquant batch knee-morph``: each good case equals the single-case command, a bad row fails alone."""
+    from distributed import Client, LocalCluster
+
+    from mskquant import batch
+
+    d = analytic["dir"]
+    rows = [["a", str(d / "labels.nii.gz"), "right"], ["b", str(d / "labels.nii.gz"), "left"],
+            ["bad", str(tmp_path / "missing.nii.gz"), "right"]]
+    with open(tmp_path / "cohort.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["case", "labels", "laterality"]] + rows)
+    rc, _, _ = cli("knee-morph", "--labels", d / "labels.nii.gz", "--laterality", "right", "--out", tmp_path / "ref",
+                   "-q")
+    assert rc == 0
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=True, resources={"case": 1},
+                           dashboard_address=None)
+    try:
+        with Client(cluster) as client:
+            res = batch.run("knee-morph", tmp_path / "cohort.csv", tmp_path / "batch", client=client)
+    finally:
+        cluster.close()
+    status = {r["case"]: r for r in res.status}
+    assert res.exit_code == 1 and [status[c]["state"] for c in ("a", "b", "bad")] == ["ok", "ok", "failed"]
+    assert "missing.nii.gz" in status["bad"]["error"]
+    assert _rows(tmp_path / "batch" / "cases" / "a" / "thickness.csv") == _rows(tmp_path / "ref" / "thickness.csv")
+    plates = {(r["case"], r["plate"]) for r in res.cohort if r["region"] == "all"}
+    assert ("a", "femoral") in plates and ("b", "patellar") in plates
+    assert (tmp_path / "batch" / "summary.png").is_file()
