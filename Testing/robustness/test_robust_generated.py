@@ -82,6 +82,10 @@ def bases(tmp_path_factory) -> Bases:
                   "--out", root / "vhi"]) == 0
     b.results["vhi"] = root / "vhi"
     write_image(analytic_knee(), root / "knee_labels.nii.gz")
+    f["knee_labels"] = root / "knee_labels.nii.gz"
+    assert _main(["knee-morph", "-q", "--labels", f["knee_labels"], "--laterality", "right",
+                  "--out", root / "morph"]) == 0
+    b.results["knee-morph"] = root / "morph"
     assert _main(["vhi-compare", "--a", f["dr"], "--b", f["dr"], "--out", root / "compare"]) == 0
     b.results["vhi-compare"] = root / "compare"
     assert _main(["knee-phantom", "-q", "--labelmap", root / "knee_labels.nii.gz", "--snr", "40",
@@ -121,6 +125,8 @@ OUTPUTS = {
     "knee-change": ("change.csv", "clusters.json", "change.png"),
     "knee-compare": ("agreement.csv", "agreement.json", "agreement.png", "overlay.png"),
     "pain-cam": ("pain.json", "pain.csv", "cam_left.nii.gz", "cam_right.nii.gz", "cam_overlay.png"),
+    "knee-morph": ("labels.nii.gz", "labels.ctbl", "thickness.csv", "thickness.nii.gz", "morph.json", "maps",
+                   "bone_surface_femur.vtp", "bone_surface_tibia.vtp", "bone_surface_patella.vtp"),
 }
 
 
@@ -133,6 +139,9 @@ def _key_result(command: str, out: Path):
         return {r["region"]: (r["n_voxels"], round(r["mean_t2_ms"], 3)) for r in rows}
     if command == "pain-cam":
         return round(json.loads((out / "pain.json").read_text())["p_right_painful"], 4)
+    if command == "knee-morph":
+        rows = json.loads((out / "morph.json").read_text())["thickness"]["plates"]
+        return {(r["plate"], r["region"]): (r["n_points"], round(r["mean_mm"] or 0.0, 4)) for r in rows}
     if command == "vhi-compare":
         return round(json.loads((out / "compare.json").read_text())["dice"], 6)
     raise AssertionError(command)
@@ -213,11 +222,14 @@ KNEE = {"_c": "knee-t2", "_q": "-q", "--mese": "mese", "--mask": "knee_mask", "-
 KNEE_MOVED = {**KNEE, "--te": TE, "--laterality": "laterality"}
 KCMP = {"_c": "knee-compare", "_q": "-q", "--mese": "mese", "--a": "knee_mask", "--b": "knee_mask", "--out": "{out}"}
 PAIN = {"_c": "pain-cam", "_q": "-q", "--left": "left", "--right": "right", "--out": "{out}"}
+MORPH = {"_c": "knee-morph", "_q": "-q", "--labels": "knee_labels", "_l": "--laterality", "_side": "right",
+         "--out": "{out}"}  # "_": literal arguments ("right" also names a base file)
 
 # 1. unusable files, every image input of every command
 for cmd, template, slots in (("vhi", VHI, ("--stir", "--normal-roi", "--disease-region")), ("vhi", VHI_T1, ("--t1",)),
                              ("vhi-compare", COMPARE, ("--a", "--b")), ("knee-t2", KNEE, ("--mese", "--mask")),
-                             ("knee-compare", KCMP, ("--a", "--b")), ("pain-cam", PAIN, ("--left", "--right"))):
+                             ("knee-compare", KCMP, ("--a", "--b")), ("pain-cam", PAIN, ("--left", "--right")),
+                             ("knee-morph", MORPH, ("--labels",))):
     for slot in slots:
         for name, (mutate, keyword) in mi.FILE_REFUSALS.items():
             if cmd == "knee-t2" and slot == "--mese" and name == "directory":
@@ -457,10 +469,18 @@ def _out_under_file(template):
 
 
 for cmd, template in (("vhi", VHI), ("vhi-compare", COMPARE), ("knee-t2", KNEE), ("knee-compare", KCMP),
-                      ("pain-cam", PAIN)):
+                      ("pain-cam", PAIN), ("knee-morph", MORPH)):
     add(f"{cmd}-out-is-a-file", cmd, _out_is_file(template), "is a file")
     add(f"{cmd}-out-under-a-file", cmd, _out_under_file(template), "is a file")
-for cmd, template in (("vhi", VHI), ("knee-t2", KNEE), ("pain-cam", PAIN)):
+# knee-morph: the label map in another file format or path, the network's input checks
+add("knee-morph--labels-nrrd", "knee-morph", _args(MORPH, "--labels", mi.as_nrrd), "same")
+add("knee-morph--labels-unicode", "knee-morph", _args(MORPH, "--labels", mi.unicode_path), "same")
+add("knee-morph--labels-empty-mask", "knee-morph", _args(MORPH, "--labels", mi.EMPTY_MASK), "no cartilage")
+add("knee-morph--labels-spacing", "knee-morph", _args(MORPH, "--labels", mi.DOUBLE_SPACING), "at most 1.5 mm")
+add("knee-morph--image-thick", "knee-morph",
+    lambda b, s: ["knee-morph", "-q", "--image", b.files["mese"], "--out", "{out}"], "4d|series")
+add("knee-morph-nothing", "knee-morph", lambda b, s: ["knee-morph", "-q", "--out", "{out}"], "--image")
+for cmd, template in (("vhi", VHI), ("knee-t2", KNEE), ("pain-cam", PAIN), ("knee-morph", MORPH)):
     add(f"{cmd}-out-holds-results", cmd,
         lambda b, s, c=cmd, t=template: [b.results[c] if v == "{out}" else v for v in _args(t)(b, s)],
         "already holds results.*--overwrite", earlier=False)
@@ -522,7 +542,7 @@ def test_the_suite_is_large_and_covers_every_command():
     commands = {c.command for c in CASES}
     assert len(CASES) >= 150, len(CASES)
     assert {"vhi", "vhi-compare", "vhi-agreement", "knee-t2", "knee-change", "knee-compare", "pain-cam",
-            "models"} <= commands
+            "knee-morph", "models"} <= commands
 
 
 def test_a_full_output_location_is_one_line_and_leaves_nothing(bases, tmp_path, capfd, isolated_models):
