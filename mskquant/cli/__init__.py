@@ -19,7 +19,8 @@ from ..outputlock import release_all
 from ..progress import Cancelled
 
 # Each module's Lib provides register(subparsers) (argparse only; heavy imports are lazy).
-PIPELINE_CLI_MODULES = ("VHIWorkflowLib.cli", "KneeT2SegmentLib.cli", "SiamesePainCAMLib.cli")
+PIPELINE_CLI_MODULES = ("VHIWorkflowLib.cli", "KneeT2SegmentLib.cli", "SiamesePainCAMLib.cli",
+                        "KneeT2SegmentLib.superres.cli")
 
 
 class _Parser(argparse.ArgumentParser):
