@@ -9,6 +9,11 @@ femoral cartilage truth on its grid (in-slice fraction >= 0.5).
 image 180 mm to the patient's left; the painful knee carries an effusion in front of the
 distal femur, or its label map's own bone lesions (labels 7-9) as marrow oedema (``bml``),
 or nothing (``None``: a pair without a lesion, for calibration).
+
+``dess_case`` - a sagittal 3D water-excitation DESS-like volume of one knee (0.3-0.45 mm
+pixels, 0.6-0.9 mm slices, +-10 deg obliquity, SNR 15-45) with the bone and cartilage labels
+(0-6) on its grid: the family's own steady-state signal (:func:`.signal.dess_weight`) and
+acquisition, for the multi-tissue segmentation.
 """
 
 from __future__ import annotations
@@ -199,3 +204,76 @@ def pain_pair(labels: Image, rng: np.random.Generator, painful_side: Optional[st
     left_labels = _shifted(fa.mirrored(labels), LEFT_OFFSET_MM)
     left = pain_knee(left_labels, "left", rng, lesion_kind if painful_side == "left" else None)
     return PainPair(left, right, painful_side, lesion_kind if painful_side else None)
+
+
+# --- 3D DESS with bone and cartilage labels --------------------------------------------------------------
+@dataclass
+class DessCase:
+    image: Image  # float32 [k, j, i]
+    labels: Image  # uint8 0-6 (background, femur, femoral cartilage, tibia, tibial cart., patella, patellar cart.)
+    protocol: aq.Protocol
+    noise_sigma: float
+    info: Dict[str, object] = field(default_factory=dict)
+
+
+def random_dess_protocol(rng: np.random.Generator, snr: Optional[float] = None) -> aq.Protocol:
+    px = rng.uniform(0.3, 0.45)
+    ni = int(np.clip(round(rng.uniform(130.0, 160.0) / px), 300, 448))
+    nj = int(round(ni * rng.uniform(0.8, 1.0)))
+    thick = rng.uniform(0.6, 0.9)
+    n = int(round(rng.uniform(90.0, 115.0) / thick))
+    return aq.Protocol(matrix=(ni, nj), pixel_mm=(px, px * rng.uniform(1.0, 1.1)), n_slices=n, thickness_mm=thick,
+                       gap_mm=0.0, rotation_deg=tuple(float(v) for v in rng.uniform(-10, 10, 3)),
+                       centre_offset_mm=tuple(float(v) for v in rng.normal(0, 5, 3)),
+                       slices_towards=str(rng.choice(["left", "right"])),
+                       columns=str(rng.choice(["posterior", "superior"], p=[0.7, 0.3])),
+                       snr=float(snr if snr is not None else rng.uniform(15.0, 45.0)),
+                       ghost_fraction=float(rng.uniform(0.0, 0.05)), ghost_phase_sd=float(rng.uniform(0.2, 0.5)),
+                       oversample=1.5, slab_points=3, seed=int(rng.integers(0, 2 ** 31)))
+
+
+def grid_labels(labels: Image, grid: Geometry, thickness_mm: float, points: int = 3) -> np.ndarray:
+    """Labels 0-6 on ``grid``: the most frequent label at each voxel centre and ``points`` evenly
+    through the nominal slice (bone lesions 7-9 count as their bone)."""
+    lab = np.asarray(labels.array).astype(np.uint8)
+    lut = np.array([0, 1, 2, 3, 4, 5, 6, 1, 3, 5] + [0] * 246, np.uint8)
+    flat = lut[lab].reshape(-1)
+    fine_shape = lab.shape
+    mf = labels.geometry.ras_to_ijk @ grid.ijk_to_ras
+    ni, nj, nk = grid.shape_ijk
+    jj, ii = np.meshgrid(np.arange(nj, dtype=np.float32), np.arange(ni, dtype=np.float32), indexing="ij")
+    slice_mm = float(np.linalg.norm(grid.ijk_to_ras[:3, 2]))
+    offsets = ((np.arange(points) + 0.5) / points - 0.5) * thickness_mm / slice_mm
+    out = np.zeros((nk, nj, ni), np.uint8)
+    for k in range(nk):
+        votes = np.zeros((7, nj, ni), np.uint8)
+        for o in offsets:
+            f = [mf[a, 0] * ii + mf[a, 1] * jj + mf[a, 2] * (k + o) + mf[a, 3] for a in range(3)]
+            ri, rj, rk = (np.rint(v).astype(np.int64) for v in f)
+            ok = (ri >= 0) & (ri < fine_shape[2]) & (rj >= 0) & (rj < fine_shape[1]) & (rk >= 0) & (rk < fine_shape[0])
+            val = np.where(ok, flat[np.where(ok, (rk * fine_shape[1] + rj) * fine_shape[2] + ri, 0)], 0)
+            for c in range(7):
+                votes[c] += val == c
+        out[k] = np.argmax(votes, axis=0)
+    return out
+
+
+def dess_case(labels: Image, rng: np.random.Generator, protocol: Optional[aq.Protocol] = None,
+              laterality: str = "right", progress=None) -> DessCase:
+    """One sagittal 3D DESS-like volume of the knee in ``labels`` with its labels 0-6 on the grid."""
+    knee = fa.build_knee(labels, rng, laterality, "dess")
+    p = protocol or random_dess_protocol(rng)
+    pd, t2, t1 = _tables(rng)
+    flip = rng.uniform(20.0, 30.0)
+    tr, te = rng.uniform(14.0, 18.0), rng.uniform(4.0, 6.0)
+    weight = fs.dess_weight(pd, t1, t2, flip, tr, te, water_excitation=rng.uniform(0.05, 0.2))
+
+    def signal(code, depth, tex, ras):
+        return (weight[code] * (1.0 + 0.05 * tex))[..., None]
+
+    grid = aq.sagittal_grid(_centroid(labels, (2, 4)), p)
+    img, _, sigma = aq.acquire(knee, grid, p, signal, 1, (), fa.FCART, progress)
+    truth = grid_labels(labels, grid, p.thickness_mm)
+    info = {"flip_deg": flip, "tr_ms": tr, "te_ms": te, "snr": p.snr, "thickness_mm": p.thickness_mm,
+            "pixel_mm": list(p.pixel_mm), **knee.info}
+    return DessCase(Image(img[0], grid), Image(truth, grid), p, sigma, info)

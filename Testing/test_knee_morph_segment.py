@@ -1,0 +1,97 @@
+"""Knee morphometry segmentation: training loop, bundled ensemble on a held-out knee, refused input."""
+
+import numpy as np
+import pytest
+
+from mskquant.errors import InputError
+from mskquant.image import Geometry, Image
+from mskquant.metrics import dice
+from mskquant.paths import resources_dir, shared_data_dir
+from KneeT2SegmentLib import anatomy as an
+from KneeT2SegmentLib import dess
+from KneeT2SegmentLib.morphometry import segment as sg
+from KneeT2SegmentLib.morphometry import training as tr
+
+MODEL_FILE = resources_dir() / "Models" / "knee-morphometry-dess.pt"
+# Dice floors on a 0.4 x 0.4 x 0.7 mm crop of held-out knee 9002817 (plain DESS look); the full
+# evaluation (scripts/evaluate_knee_morph.py) is in the model card
+FLOORS = {1: 0.9, 2: 0.6, 3: 0.9, 4: 0.5, 5: 0.8}
+
+
+def test_training_loop_lowers_the_loss_and_resumes(tmp_path):
+    anat = dess.prepare_dess_anatomy(an.analytic_knee((0.8, 0.5, 0.5)), "analytic")
+    config = tr.MorphTrainingConfig(members=2, features=(8, 16), steps=40, batch_size=6, patch=64, bank_size=2,
+                                    slices_per_slab=4, refresh_every=1000, validate_every=10, learning_rate=1e-2,
+                                    cartilage_centre_fraction=0.5)
+    res = tr.train_ensemble([anat], None, tmp_path, config, log=lambda m: None)
+    losses = [row["loss"] for row in res.history]
+    assert res.steps == 40 and len(losses) == 4
+    assert losses[-1] < 0.85 * losses[0], losses
+    ensemble = sg.read_ensemble_file(res.best_path)
+    assert len(ensemble["members"]) == 2 and ensemble["format"] == sg.FORMAT
+    config.steps = 50
+    again = tr.train_ensemble([anat], None, tmp_path, config, log=lambda m: None)
+    assert again.steps == 50 and len(again.history) == 5  # resumed from step 40, not restarted
+
+
+def test_split_keeps_test_validation_and_held_out_knees_apart(tmp_path):
+    from pathlib import Path
+
+    names = ["9002817.nii.gz", "9003430.nii.gz", "9055361_00m.nii.gz", "9014797_00m.nii.gz", "9014797_72m.nii.gz"]
+    split = tr.split_label_maps([Path(n) for n in names])
+    assert [p.name for p in split["test"]] == ["9002817.nii.gz"]
+    assert [p.name for p in split["validation"]] == ["9003430.nii.gz"]
+    assert [p.name for p in split["held_out"]] == ["9055361_00m.nii.gz"]
+    assert [p.name for p in split["train"]] == ["9014797_00m.nii.gz", "9014797_72m.nii.gz"]
+
+
+@pytest.mark.parametrize("shape,spacing,match", [((1, 64, 64), (0.4, 0.4, 0.7), "2D"),
+                                                 ((20, 64, 64), (0.4, 0.4, 3.0), "thick"),
+                                                 ((20, 64, 3), (0.4, 0.4, 0.7), "2D")])
+def test_refuses_2d_and_thick_slices(shape, spacing, match):
+    g = Geometry.from_spacing(shape[::-1], spacing)
+    with pytest.raises(InputError, match=match):
+        sg.segment_knee(Image(np.ones(shape, np.float32), g), model_id=str(MODEL_FILE))
+
+
+def test_refuses_a_series():
+    g = Geometry.from_spacing((32, 32, 32), (0.4, 0.4, 0.7))
+    with pytest.raises(InputError, match="series|dimensions"):
+        sg.segment_knee(Image(np.ones((2, 32, 32, 32), np.float32), g), model_id=str(MODEL_FILE))
+
+
+@pytest.fixture(scope="module")
+def held_out_crop():
+    shared = shared_data_dir()
+    path = shared / "knee_labelmaps" / "9002817.nii.gz" if shared else None
+    if path is None or not path.is_file():
+        pytest.skip("needs ../shared/data/knee_labelmaps (held-out knee 9002817)")
+    if not MODEL_FILE.is_file():
+        pytest.skip("bundled model Resources/Models/knee-morphometry-dess.pt absent")
+    anat = dess.load_dess_anatomy(path)
+    c = anat.femoral_centroid_ras()
+    # OAI-like layout (i -> A, j -> S, k -> R): 256 x 256 x 24, 0.4 x 0.4 x 0.7 mm about the joint
+    d = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    sp = np.array([0.4, 0.4, 0.7])
+    shape = np.array([256, 256, 24])
+    g = Geometry.from_spacing(tuple(shape), sp, c - d @ ((shape - 1) / 2.0 * sp) + np.array([0, 0, -8.0]), d)
+    return dess.simulate_dess(anat, np.random.default_rng(11), geometry=g, randomise=False)
+
+
+def test_bundled_ensemble_segments_a_held_out_knee(held_out_crop):
+    vol = held_out_crop
+    res = sg.segment_knee(vol.image, model_id=str(MODEL_FILE), device="cpu")
+    assert res.labels.geometry.same_grid(vol.image.geometry) and not res.resampled
+    scores = {c: dice(res.labels.array == c, vol.labels.array == c) for c in FLOORS}
+    for c, floor in FLOORS.items():
+        assert scores[c] >= floor, scores
+    # the same scan stored in another voxel order gives the same labels
+    arr = np.ascontiguousarray(np.flip(np.transpose(vol.image.array, (2, 1, 0)), axis=0))
+    m = vol.image.geometry.ijk_to_ras
+    m2 = np.eye(4)  # new i = old k, new j = old j, new k = old i reversed
+    m2[:3, 0], m2[:3, 1], m2[:3, 2] = m[:3, 2], m[:3, 1], -m[:3, 0]
+    m2[:3, 3] = m[:3, 3] + m[:3, 0] * (vol.image.array.shape[2] - 1)
+    g2 = Geometry((arr.shape[2], arr.shape[1], arr.shape[0]), m2)
+    res2 = sg.segment_knee(Image(arr, g2), model_id=str(MODEL_FILE), device="cpu")
+    back = np.transpose(np.flip(res2.labels.array, axis=0), (2, 1, 0))
+    assert (back == res.labels.array).mean() > 0.999
