@@ -5,7 +5,9 @@
 
 Builds the patch caches once (``WORK/cache_train``, ``WORK/cache_validation``; never in the
 repository), then trains into ``WORK/train`` (``best.pt``, ``last.pt``, ``history.csv``,
-``training.json``); ``--resume`` continues from ``last.pt``.
+``training.json``); ``--resume`` continues from ``last.pt``. ``--bundle CKPT`` instead copies a
+checkpoint (without optimiser state) to ``Resources/Models/knee-superres-3x.pt`` and updates its
+size and SHA-256 in ``Resources/Models.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "KneeT2Segment")]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labelmaps", default=str(ROOT.parent / "shared" / "data" / "knee_labelmaps"))
-    ap.add_argument("--work", required=True)
+    ap.add_argument("--work")
+    ap.add_argument("--bundle", metavar="CKPT", help="bundle this checkpoint as the registered model and stop")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--depth", type=int, default=8)
@@ -38,6 +41,10 @@ def main(argv=None) -> int:
     from KneeT2SegmentLib.superres import training as tr
 
     torch.set_num_threads(a.threads)
+    if a.bundle:
+        return bundle(Path(a.bundle))
+    if not a.work:
+        ap.error("--work is required for training")
     work = Path(a.work)
     split = tr.split_label_maps(a.labelmaps)
     print("split:", {k: [p.name for p in v] for k, v in split.items()}, flush=True)
@@ -53,6 +60,33 @@ def main(argv=None) -> int:
     summary = tr.train(work / "cache_train", work / "cache_validation", work / "train", config, resume=a.resume,
                        metadata=meta, log=log)
     print(summary, flush=True)
+    return 0
+
+
+def bundle(ckpt: Path, model_id: str = "knee-superres-3x") -> int:
+    import json
+
+    import torch
+
+    from KneeT2SegmentLib.superres.model import read_model_file
+    from mskquant.atomic import atomic_path
+    from mskquant.models import sha256_of
+
+    raw = torch.load(str(ckpt), map_location="cpu", weights_only=True)
+    keep = {k: v for k, v in raw.items() if k not in ("optimizer", "resume")}
+    target = ROOT / "Resources" / "Models" / f"{model_id}.pt"
+    with atomic_path(target) as tmp:
+        torch.save(keep, str(tmp))
+    read_model_file(target)  # loads and fits
+    reg_path = ROOT / "Resources" / "Models.json"
+    reg = json.loads(reg_path.read_text(encoding="utf-8"))
+    entry = next(m for m in reg["models"] if m["id"] == model_id)
+    entry["files"] = [{"name": target.name, "bundled": target.name, "sha256": sha256_of(target),
+                       "size_bytes": target.stat().st_size}]
+    entry["architecture"] = keep["architecture"]
+    entry["input"] = keep["input"]
+    reg_path.write_text(json.dumps(reg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"bundled {ckpt} -> {target} ({target.stat().st_size} bytes)")
     return 0
 
 

@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"registered model id or .pt file ({DEFAULT_MODEL_ID})")
     p.add_argument("--tci", help="also write the tricubic interpolation to this file (file --out only)")
     p.add_argument("--slab", type=int, default=48, help="rows per network pass (memory; default 48)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="network arithmetic (auto: bfloat16 where the CPU/GPU supports it, ~3x faster)")
     add_common_options(p)
     p.set_defaults(handler=cmd_super_resolve)
 
@@ -48,7 +50,7 @@ def _summary(args, result, model) -> dict:
     return {"image": str(args.image), "model": model.name, "factor": result.factor,
             "slice_axis": "ijk"[result.slice_axis_ijk], "thick_spacing_mm": round(float(thick_sp), 6),
             "fine_spacing_mm": round(float(result.image.geometry.spacing[result.slice_axis_ijk]), 6),
-            "shape_ijk": "x".join(str(s) for s in result.image.geometry.shape_ijk),
+            "shape_ijk": "x".join(str(s) for s in result.image.geometry.shape_ijk), "precision": result.precision,
             **{k: round(v, 3) for k, v in result.seconds.items()}}
 
 
@@ -81,7 +83,8 @@ def super_resolve_into(args, progress=None, model=None):
     thick = read_image(args.image, "Thick-slice image")
     model = model or load_model(args.model, progress=progress.sub(0.0, 0.02))
     check_input(thick, model.input, args.factor)  # refuse before the long step
-    result = super_resolve(thick, model, args.factor, args.device, progress.sub(0.02, 0.95), slab=args.slab)
+    result = super_resolve(thick, model, args.factor, args.device, progress.sub(0.02, 0.95), slab=args.slab,
+                           precision=getattr(args, "precision", "auto"))
     summary = _summary(args, result, model)
     if file_mode:
         write_image(result.image, targets[0])

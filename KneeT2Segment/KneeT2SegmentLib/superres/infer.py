@@ -39,6 +39,7 @@ class SuperResResult:
     slice_axis_ijk: int
     seconds: dict = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    precision: str = "float32"
 
 
 def check_input(thick: Image, model_input: dict, factor: Optional[int] = None) -> tuple:
@@ -69,9 +70,11 @@ def check_input(thick: Image, model_input: dict, factor: Optional[int] = None) -
     return f, axis
 
 
-def _run_slabs(net, x: np.ndarray, device, slab: int, progress: Progress) -> np.ndarray:
+def _run_slabs(net, x: np.ndarray, device, slab: int, progress: Progress, bf16: bool = False) -> np.ndarray:
     """``net`` on ``x`` [slice, a, b] in overlapping slabs along the longer of a, b."""
     import torch
+
+    from ..training import _autocast
 
     along = 1 if x.shape[1] >= x.shape[2] else 2
     n, halo = x.shape[along], net.halo
@@ -83,7 +86,7 @@ def _run_slabs(net, x: np.ndarray, device, slab: int, progress: Progress) -> np.
         e = min(n, s + slab)
         lo, hi = max(0, s - halo), min(n, e + halo)
         part = np.take(x, np.arange(lo, hi), axis=along)
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(device, bf16):
             t = torch.from_numpy(np.ascontiguousarray(part))[None, None].to(device).contiguous(memory_format=cl)
             y = net(t)[0, 0].float().cpu().numpy()
         keep = np.take(y, np.arange(s - lo, s - lo + (e - s)), axis=along)
@@ -96,11 +99,18 @@ def _run_slabs(net, x: np.ndarray, device, slab: int, progress: Progress) -> np.
 
 
 def super_resolve(thick: Image, model: SuperResModel, factor: Optional[int] = None, device="auto",
-                  progress=None, slab: int = DEFAULT_SLAB) -> SuperResResult:
-    """SR of a thick-sliced image onto its fine slice grid (:func:`.degrade.fine_geometry`)."""
+                  progress=None, slab: int = DEFAULT_SLAB, precision: str = "auto") -> SuperResResult:
+    """SR of a thick-sliced image onto its fine slice grid (:func:`.degrade.fine_geometry`).
+
+    ``precision``: ``"float32"``, ``"bfloat16"`` (autocast; ~3x faster on CPUs with AVX-512 BF16,
+    the residual's rounding stays far below the image noise: ``Testing/test_superres.py``) or
+    ``"auto"`` (bfloat16 where the device supports it).
+    """
     import torch
 
     from mskquant.device import select_device
+
+    from ..training import bf16_supported
 
     progress = as_progress(progress)
     f, axis = check_input(thick, model.input, factor)
@@ -114,7 +124,11 @@ def super_resolve(thick: Image, model: SuperResModel, factor: Optional[int] = No
     scale = float(np.percentile(x, SCALE_PERCENTILE))
     if not np.isfinite(scale) or scale <= 0:
         scale = float(np.abs(x).max()) or 1.0
-    y = _run_slabs(net, x / np.float32(scale), dev, slab, progress.sub(0.02, 1.0)) * np.float32(scale)
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise InputError(f"Unknown precision '{precision}': use auto, float32 or bfloat16.")
+    bf16 = precision == "bfloat16" or (precision == "auto" and bf16_supported(dev))
+    y = _run_slabs(net, x / np.float32(scale), dev, slab, progress.sub(0.02, 1.0), bf16) * np.float32(scale)
     sr = Image(np.ascontiguousarray(np.moveaxis(y, 0, a)), tci.geometry)
     t2 = time.perf_counter()
-    return SuperResResult(sr, tci, f, axis, {"tci_s": t1 - t0, "network_s": t2 - t1, "total_s": t2 - t0})
+    return SuperResResult(sr, tci, f, axis, {"tci_s": t1 - t0, "network_s": t2 - t1, "total_s": t2 - t0},
+                          precision="bfloat16" if bf16 else "float32")

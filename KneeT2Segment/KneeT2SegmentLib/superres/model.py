@@ -21,8 +21,6 @@ from pathlib import Path
 
 from mskquant.errors import ModelError
 
-from .network import ResidualSRNet, build_network
-
 FORMAT = "mskquant.knee-superres"
 FORMAT_VERSION = 1
 MODULE = "KneeT2Segment"
@@ -37,7 +35,7 @@ def default_input_spec(factor: int = 3) -> dict:
             "normalisation": NORMALISATION, "layout": "slice axis = the image axis of the largest spacing"}
 
 
-def make_checkpoint(net: ResidualSRNet, input_spec: dict, training: dict, **extra) -> dict:
+def make_checkpoint(net, input_spec: dict, training: dict, **extra) -> dict:
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": net.architecture(),
             "input": dict(input_spec), "state_dict": state, "training": copy.deepcopy(training)}
@@ -47,7 +45,7 @@ def make_checkpoint(net: ResidualSRNet, input_spec: dict, training: dict, **extr
 
 @dataclass
 class SuperResModel:
-    net: ResidualSRNet
+    net: "object"  # .network.ResidualSRNet (torch is imported only when a model is loaded)
     input: dict
     name: str
     training: dict = field(default_factory=dict)
@@ -59,6 +57,8 @@ class SuperResModel:
 
 def read_model_file(path, what: str = "Super-resolution model") -> SuperResModel:
     import torch
+
+    from .network import build_network
 
     path = Path(path).expanduser()
     if not path.is_file():

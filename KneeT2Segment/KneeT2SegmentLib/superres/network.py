@@ -67,5 +67,5 @@ def build_network(params: dict) -> ResidualSRNet:
 
 def macs_per_voxel(depth: int, width: int, separable: bool) -> int:
     """Multiply-adds per output voxel (the cost the speed table explains)."""
-    hidden = (9 + 3) * width * width * 2 // 2 if separable else 27 * width * width
+    hidden = (9 + 3) * width * width if separable else 27 * width * width  # 1x3x3 + 3x1x1, or 3x3x3
     return 27 * width + (depth - 2) * hidden + 27 * width
