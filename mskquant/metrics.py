@@ -4,7 +4,11 @@ Definitions: Dice = 2|A∩B| / (|A| + |B|) (Hepburn et al., supplement S1); Jacc
 |A∩B| / |A∪B|; volume similarity = 1 - |V_A - V_B| / (V_A + V_B); Bland-Altman: mean of
 the differences (B - A) and 95 % limits of agreement mean ± 1.96 SD (sample SD, ddof=1).
 Two empty masks agree perfectly (Dice 1). ROC curve and its area (AUC) evaluate a binary
-classifier (Chang et al., knee pain, 10-fold cross-validation).
+classifier (Chang et al., knee pain, 10-fold cross-validation). Image quality against a
+reference (Chaudhari et al., super-resolution): pSNR = 20 log10(peak / RMSE) with the
+reference's maximum as the peak; SSIM of Wang et al. (2004) with a Gaussian window (SD 1.5
+voxels, in 2D or 3D), K1 = 0.01, K2 = 0.03 and the reference's range as L, averaged over the
+image.
 """
 
 from __future__ import annotations
@@ -114,3 +118,29 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
     scores higher than a random negative, ties counting one half)."""
     fpr, tpr, _ = roc_curve(labels, scores)
     return float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+
+
+def psnr(reference: np.ndarray, test: np.ndarray, peak: "float | None" = None) -> float:
+    """Peak signal-to-noise ratio (dB) of ``test`` against ``reference`` (peak: the reference's maximum)."""
+    ref = np.asarray(reference, np.float64)
+    mse = float(np.mean((ref - np.asarray(test, np.float64)) ** 2))
+    peak = float(ref.max()) if peak is None else float(peak)
+    return float("inf") if mse == 0 else 20.0 * float(np.log10(peak / np.sqrt(mse)))
+
+
+def ssim(reference: np.ndarray, test: np.ndarray, data_range: "float | None" = None, sigma: float = 1.5) -> float:
+    """Mean structural similarity (Wang et al. 2004) with a Gaussian window over all axes of the arrays."""
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(reference, np.float64)
+    y = np.asarray(test, np.float64)
+    rng = float(x.max() - x.min()) if data_range is None else float(data_range)
+    c1, c2 = (0.01 * rng) ** 2, (0.03 * rng) ** 2
+
+    def blur(a):
+        return gaussian_filter(a, sigma, truncate=3.5)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())

@@ -7,7 +7,7 @@ were not run, 2 for a problem with the manifest or the options, 130 when cancell
 
 from __future__ import annotations
 
-PIPELINE_NAMES = ("knee-t2", "knee-change", "knee-morph", "vhi", "pain-cam")
+PIPELINE_NAMES = ("knee-t2", "knee-change", "knee-morph", "vhi", "pain-cam", "super-resolve")
 
 
 def register(sub) -> None:

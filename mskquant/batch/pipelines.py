@@ -43,6 +43,9 @@ PIPELINES = {
     "pain-cam": Pipeline(
         "pain-cam", "SiamesePainCAMLib.cli", ("left", "right"), "pain.csv", "histogram", None, "p_painful",
         "Probability that the right knee is the painful one", summary_where=(("knee", "right"),), model_unless=""),
+    "super-resolve": Pipeline(
+        "super-resolve", "KneeT2SegmentLib.superres.cli", ("image", "model"), "superres.csv", "histogram", None,
+        "total_s", "Super-resolution time per case (s)", model_unless=""),
 }
 
 
@@ -68,6 +71,10 @@ def case_outputs(name: str) -> Tuple[str, ...]:
         from KneeT2SegmentLib.morphometry.export import CORE_OUTPUTS
 
         return CORE_OUTPUTS
+    if name == "super-resolve":
+        from KneeT2SegmentLib.superres.cli import FOLDER_OUTPUTS
+
+        return FOLDER_OUTPUTS
     if name == "vhi":
         from VHIWorkflowLib.cli import VHI_OUTPUTS
 

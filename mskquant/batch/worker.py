@@ -44,6 +44,10 @@ def case_args(spec: dict, out: "str | Path"):
 
 
 def make_logic(pipeline: str):
+    if pipeline == "super-resolve":  # file in, file out on the numeric core: no scene; keeps the loaded model
+        from KneeT2SegmentLib.superres.cli import SuperResolveWorker
+
+        return SuperResolveWorker()
     from mskquant.headless import create_headless_runtime
 
     rt = create_headless_runtime()
@@ -191,6 +195,12 @@ def _run(pipeline: str, args, read: Optional[dict], logic, timings: dict) -> Non
 
         result = knee_morph_into_folder(args, read_inputs(args))
         timings["network_s"] = result.timings_s.get("segmentation", 0.0)
+    elif pipeline == "super-resolve":
+        from mskquant.progress import Progress
+
+        result = logic.run(args, Progress())
+        timings["network_s"] = result.seconds["network_s"]
+        timings["compute_s"] = result.seconds["total_s"] - result.seconds["network_s"]
     elif pipeline == "vhi":
         from VHIWorkflowLib.cli import vhi_into_folder
         from mskquant.progress import Progress

@@ -20,7 +20,7 @@ from ..progress import Cancelled
 
 # Each module's Lib provides register(subparsers) (argparse only; heavy imports are lazy).
 PIPELINE_CLI_MODULES = ("VHIWorkflowLib.cli", "KneeT2SegmentLib.cli", "KneeT2SegmentLib.morphometry.cli",
-                        "SiamesePainCAMLib.cli")
+                        "SiamesePainCAMLib.cli", "KneeT2SegmentLib.superres.cli")
 
 
 class _Parser(argparse.ArgumentParser):
