@@ -30,6 +30,9 @@ def register(sub) -> None:
                    help="knee side (auto: from the tibial cartilage / metadata)")
     p.add_argument("--no-registration", action="store_true",
                    help="carry the cartilage to --mese in scanner coordinates (no rigid registration)")
+    p.add_argument("--super-resolve", action="store_true",
+                   help="thick-sliced --image: restore 3x thinner slices with the super-resolution network before "
+                        "segmenting (trained on simulated images; not validated on real scans)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"segmentation ensemble (registered id; {DEFAULT_MODEL})")
     add_common_options(p)
     p.set_defaults(handler=cmd_knee_morph)
@@ -39,7 +42,7 @@ def morph_params(args):
     from .pipeline import MorphParameters
 
     return MorphParameters(model_id=args.model, device=args.device, laterality=args.laterality,
-                           register_mese=not args.no_registration).validate()
+                           register_mese=not args.no_registration, super_resolve=args.super_resolve).validate()
 
 
 def read_inputs(args, progress=None) -> dict:
@@ -55,7 +58,7 @@ def read_inputs(args, progress=None) -> dict:
     if not args.image and not args.labels:
         raise InputError("Give the 3D knee image (--image) or a label map of the knee (--labels).")
     image = read_image(args.image, "3D knee image") if args.image else None
-    if image is not None:
+    if image is not None and not args.super_resolve:
         check_3d_image(image)
     labels = None
     if args.labels:

@@ -56,10 +56,18 @@ class KneeMorphLogic:
 
     # --- segmentation ---------------------------------------------------------------------------
     def segment(self, image: Image, params: Optional[MorphParameters] = None, progress: "Progress | None" = None):
-        """(labels Image, info) by the ensemble (worker thread: no nodes)."""
-        from .pipeline import segment
+        """(the image segmented, labels, info, warnings) by the ensemble, super-resolved first when asked
+        (worker thread: no nodes)."""
+        from .pipeline import segment_image
 
-        return segment(image, params, progress)
+        return segment_image(image, (params or MorphParameters()).validate(), progress)
+
+    def super_resolved_node(self, image: Image, name: str):
+        """The super-resolved image as a new volume node (what the segmentation and Measure use)."""
+        node = mrml.volume_from_image(self.rt, image, name)
+        node.SetAttribute(MODULE_ATTRIBUTE, "KneeT2Segment")
+        node.SetAttribute("MSKQuant.Note", "super-resolved (trained on simulated images; not validated on real scans)")
+        return node
 
     def segmentation_node(self, labels: Image, name: str, reference_volume=None, info: Optional[dict] = None):
         """A new segmentation node with one segment per tissue present."""

@@ -69,11 +69,18 @@ class KneeMorphSection:
 
         def compute(value, progress):
             node, image, params = value
-            labels, info = self.logic.segment(image, params, progress)
-            return node, labels, info
+            used, labels, info, warnings = self.logic.segment(image, params, progress)
+            return node, used if used is not image else None, labels, info, warnings
 
         def finish(value):
-            node, labels, info = value
+            node, sr_image, labels, info, warnings = value
+            if sr_image is not None:  # segmented on the super-resolved image: it becomes the image to measure on
+                node = self.logic.super_resolved_node(sr_image, slicer.mrmlScene.GenerateUniqueName(
+                    f"{node.GetName()} super-resolved"))
+                self.ui.morphImageSelector.setCurrentNode(node)
+                self.ui.morphSuperResolveCheckBox.checked = False
+            for w in warnings:
+                slicer.util.warningDisplay(w, windowTitle="KneeT2Segment")
             name = slicer.mrmlScene.GenerateUniqueName(f"{node.GetName()} knee")
             seg = self.logic.segmentation_node(labels, name, node if labels.geometry.same_grid(
                 _geometry(node)) else None, info)

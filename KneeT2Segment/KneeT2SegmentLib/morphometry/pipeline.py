@@ -220,6 +220,21 @@ def segment(image: Image, params: Optional[MorphParameters] = None, progress: "P
     return res.labels, info
 
 
+def segment_image(image: Image, params: MorphParameters, progress: "Progress | None" = None):
+    """(the image segmented, labels, info, warnings): super-resolved first when ``params.super_resolve``."""
+    progress = as_progress(progress)
+    warnings: List[str] = []
+    sr_info = None
+    part = progress
+    if params.super_resolve:
+        image, sr_info, warnings = super_resolved(image, params, progress.sub(0.0, 0.4))
+        part = progress.sub(0.4, 1.0)
+    labels, info = segment(image, params, part)
+    if sr_info is not None:
+        info["super_resolution"] = sr_info
+    return image, labels, info, warnings
+
+
 def run(image: Optional[Image], labels: Optional[Image] = None, series=None, params: Optional[MorphParameters] = None,
         t2_params=None, progress: "Progress | None" = None) -> MorphResult:
     """Segment (unless ``labels`` are given) and measure one knee."""
@@ -231,12 +246,17 @@ def run(image: Optional[Image], labels: Optional[Image] = None, series=None, par
     seg_info: Dict[str, object] = {}
     if image is not None and not params.super_resolve:
         check_3d_image(image)
+    sr_warnings: List[str] = []
     if labels is None:
-        t0 = time.monotonic()
-        labels, seg_info = segment(image, params, progress.sub(0.0, 0.6))
-        timings["segmentation"] = time.monotonic() - t0
-        source = f"segmented by {params.model_id}"
-        part = progress.sub(0.6, 1.0)
+        image, labels, seg_info, sr_warnings = segment_image(image, params, progress.sub(0.0, 0.65))
+        timings["segmentation"] = seg_info["seconds"]
+        if "super_resolution" in seg_info:
+            timings["super_resolution"] = seg_info["super_resolution"]["seconds"]
+        source = f"segmented by {params.model_id}" + (" on the super-resolved image" if params.super_resolve else "")
+        part = progress.sub(0.65, 1.0)
+    elif params.super_resolve:
+        raise InputError("'Super-resolve' applies to an image that is segmented here: a given label map is measured "
+                         "on its own grid; leave out --super-resolve (or the label map).")
     else:
         check_3d_image(labels, "The label map")
         if image is not None and not image.geometry.same_grid(labels.geometry):
@@ -247,4 +267,17 @@ def run(image: Optional[Image], labels: Optional[Image] = None, series=None, par
     result = measure(labels, image, series, params, t2_params, part, source)
     result.timings_s = {**timings, **result.timings_s}
     result.segmentation = seg_info
+    result.warnings = sr_warnings + result.warnings
     return result
+
+
+def super_resolved(image: Image, params: MorphParameters, progress: "Progress | None" = None):
+    """(the super-resolved image on the fine slice grid, info, warnings) of a thick-sliced ``image``."""
+    from ..superres.infer import super_resolve
+    from ..superres.model import load_model
+
+    res = super_resolve(image, load_model(progress=None), params.sr_factor, params.device, progress)
+    info = {"factor": res.factor, "slice_axis": "ijk"[res.slice_axis_ijk], "input_grid": image.geometry.describe(),
+            "output_grid": res.image.geometry.describe(), "seconds": round(res.seconds.get("total_s", 0.0), 2),
+            "note": "super-resolution network trained on simulated images; not validated on real scans"}
+    return res.image, info, list(res.warnings)
