@@ -156,7 +156,8 @@ def cut_to_thick_coverage(fine: Image, factor: int = 3, axis_ijk: Optional[int] 
     n = (fine.array.shape[a] // f) * f
     shape = list(fine.geometry.shape_ijk)
     shape[axis] = n
-    return Image(np.take(np.asarray(fine.array), np.arange(n), axis=a), Geometry(tuple(shape), fine.geometry.ijk_to_ras))
+    cut = np.take(np.asarray(fine.array), np.arange(n), axis=a)
+    return Image(cut, Geometry(tuple(shape), fine.geometry.ijk_to_ras))
 
 
 def simulate_thick_acquisition(fine: Image, factor: int = 3, profile: str = "rect") -> Tuple[Image, Image, Image]:
