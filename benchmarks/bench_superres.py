@@ -144,7 +144,8 @@ def main(argv=None) -> int:
           f"{peak['sr']:.0f} MB (target <= 4096 MB), TCI {peak['tci']:.0f} MB")
     if a.sizes:
         report["sizes"] = _sizes(a.threads)
-        print("depth x width  kernel      params  MB     MACs/voxel  s per 384x384x160 (extrapolated): float32  bfloat16")
+        print("depth x width  kernel      params  MB     MACs/voxel  s per 384x384x160 (extrapolated): "
+              "float32  bfloat16")
         for r in report["sizes"]:
             kind = "1x3x3+3x1x1" if r["separable"] else "3x3x3"
             print(f"{r['depth']:5d} x {r['width']:<4d}  {kind:11s} {r['params']:8d}  {r['weights_mb']:5.2f}  "

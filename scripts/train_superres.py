@@ -1,7 +1,7 @@
 """Train the knee through-plane super-resolution CNN (KneeT2SegmentLib.superres) on simulated DESS.
 
     python scripts/train_superres.py --labelmaps ../shared/data/knee_labelmaps --work /work/runs/superres \
-        [--steps 3000] [--max-minutes 60] [--resume] [--threads 1]
+        [--steps 2400] [--lr 1e-3] [--max-minutes 60] [--resume] [--threads 1]
 
 Builds the patch caches once (``WORK/cache_train``, ``WORK/cache_validation``; never in the
 repository), then trains into ``WORK/train`` (``best.pt``, ``last.pt``, ``history.csv``,
@@ -25,11 +25,11 @@ def main(argv=None) -> int:
     ap.add_argument("--labelmaps", default=str(ROOT.parent / "shared" / "data" / "knee_labelmaps"))
     ap.add_argument("--work")
     ap.add_argument("--bundle", metavar="CKPT", help="bundle this checkpoint as the registered model and stop")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--width", type=int, default=24)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--looks", type=int, default=2, help="randomised volumes per training label map")
     ap.add_argument("--per-volume", type=int, default=80, help="patches per volume")
     ap.add_argument("--resume", action="store_true")

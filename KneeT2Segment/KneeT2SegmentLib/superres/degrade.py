@@ -147,13 +147,24 @@ def tricubic_to_fine(thick: Image, factor: int = 3, axis_ijk: Optional[int] = No
     return Image(np.ascontiguousarray(np.moveaxis(out, 0, a)), fine_geometry(thick.geometry, f, axis))
 
 
+def cut_to_thick_coverage(fine: Image, factor: int = 3, axis_ijk: Optional[int] = None) -> Image:
+    """``fine`` (an image or a label map on the fine grid) cut to the ``factor * M`` slices that its
+    ``M`` thick slices cover: the grid of TCI and SR (a trailing remainder of < factor slices dropped)."""
+    f = check_factor(factor)
+    axis = slice_axis_ijk(fine.geometry) if axis_ijk is None else int(axis_ijk)
+    a = array_axis(axis)
+    n = (fine.array.shape[a] // f) * f
+    shape = list(fine.geometry.shape_ijk)
+    shape[axis] = n
+    cut = np.take(np.asarray(fine.array), np.arange(n), axis=a)
+    return Image(cut, Geometry(tuple(shape), fine.geometry.ijk_to_ras))
+
+
 def simulate_thick_acquisition(fine: Image, factor: int = 3, profile: str = "rect") -> Tuple[Image, Image, Image]:
-    """(truth, thick, TCI) of a fine-sliced image; truth is ``fine`` cut to the ``factor * M`` slices the
-    thick image covers, on exactly TCI's grid."""
+    """(truth, thick, TCI) of a fine-sliced image; truth is ``fine`` (float32) cut to the ``factor * M``
+    slices the thick image covers (:func:`cut_to_thick_coverage`), on exactly TCI's grid. Labels of
+    ``fine`` go onto the same grid with ``cut_to_thick_coverage(labels, factor)``."""
     thick = thick_slices(fine, factor, profile)
     tci = tricubic_to_fine(thick, factor)
-    axis = slice_axis_ijk(fine.geometry)
-    a = array_axis(axis)
-    n = tci.array.shape[a]
-    truth = np.take(np.asarray(fine.array, np.float32), np.arange(n), axis=a)
-    return Image(truth, tci.geometry), thick, tci
+    truth = cut_to_thick_coverage(Image(np.asarray(fine.array, np.float32), fine.geometry), factor)
+    return Image(truth.array, tci.geometry), thick, tci

@@ -117,8 +117,8 @@ class SRTrainingConfig:
     separable: bool = True
     factor: int = 3
     batch_size: int = 4
-    lr: float = 5e-4
-    steps: int = 3000
+    lr: float = 1e-3
+    steps: int = 2400
     validate_every: int = 200
     max_minutes: float = 0.0  # stop after this long (0: no limit); the best checkpoint stays
     seed: int = 0
