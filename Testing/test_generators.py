@@ -131,9 +131,46 @@ def test_independent_mese_case_geometry_truth_and_decay():
     assert case.noise_sigma > 0
 
 
+def test_dess_weight_is_the_steady_state_formula():
+    from mskquant.testfamily.signal import dess_weight
+
+    pd, t1, t2 = np.ones(fa.N_CODES), np.full(fa.N_CODES, 1200.0), np.full(fa.N_CODES, 40.0)
+    w = dess_weight(pd, t1, t2, 25.0, 16.0, 5.0, water_excitation=0.1)
+    a = np.radians(25.0)
+    s_plus = np.sin(a) / (1 + np.cos(a) + (1 - np.cos(a)) * 30.0)  # hand calculation, T1/T2 = 30
+    assert w[fa.FCART] == pytest.approx(s_plus * (1 + np.exp(-2 * 11.0 / 40.0)), rel=1e-5)
+    assert w[fa.FAT] == pytest.approx(0.1 * w[fa.FCART], rel=1e-5)
+
+
+def test_independent_dess_case_labels_and_contrast():
+    from KneeT2SegmentLib import anatomy as an
+
+    labels = an.analytic_knee()
+    rng = np.random.default_rng(3)
+    p = tf.random_dess_protocol(rng, snr=200.0)
+    p.n_slices = 40  # the middle 40 slices keep the test fast
+    case = tf.dess_case(labels, rng, p)
+    img, lab = case.image.array, case.labels.array
+    assert img.shape == lab.shape == case.image.geometry.shape_kji and lab.max() <= 6
+    assert 0.6 <= p.thickness_mm <= 0.9 and np.isclose(case.image.geometry.spacing[2], p.thickness_mm)
+    counts = np.bincount(lab.ravel(), minlength=7)
+    assert (counts[1:5] > 100).all()
+    # water-excitation DESS: cartilage bright, fat-suppressed marrow dark
+    assert img[lab == 2].mean() > 2.0 * img[lab == 1].mean()
+    # labels agree with the label map at voxel centres of the femur
+    k, j, i = np.nonzero(lab == 1)
+    sel = slice(None, None, 50)
+    ijk = np.stack([i[sel], j[sel], k[sel], np.ones(i[sel].size)])
+    f = np.rint(labels.geometry.ras_to_ijk @ case.image.geometry.ijk_to_ras @ ijk).astype(int)
+    assert (labels.array[f[2], f[1], f[0]] == 1).mean() > 0.95
+
+
 def test_no_training_code_reads_the_independent_test_family():
     training = [ROOT / "mskquant" / "synth", ROOT / "KneeT2Segment" / "KneeT2SegmentLib" / "training.py",
                 ROOT / "KneeT2Segment" / "KneeT2SegmentLib" / "synthetic.py",
+                ROOT / "KneeT2Segment" / "KneeT2SegmentLib" / "dess.py",
+                ROOT / "KneeT2Segment" / "KneeT2SegmentLib" / "morphometry" / "training.py",
+                ROOT / "scripts" / "train_knee_morph.py",
                 ROOT / "KneeT2Segment" / "KneeT2SegmentLib" / "calibration.py",
                 ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "training.py",
                 ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "datasets.py"]

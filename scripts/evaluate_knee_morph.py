@@ -55,12 +55,15 @@ def main(argv=None) -> int:
                     choices=("dess", "randomised", "independent"))
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--csv", default="")
+    ap.add_argument("--cache", default="", help="folder keeping the generated cases (.npz) for reruns")
+    ap.add_argument("--generate-only", action="store_true", help="only generate (and cache) the cases")
     args = ap.parse_args(argv)
 
     import numpy as np
 
     from KneeT2SegmentLib import dess
     from KneeT2SegmentLib.morphometry import segment as sg
+    from mskquant.image import Geometry, Image
     from mskquant.imageio import read_image
     from mskquant.testfamily import cases
 
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
     if missing:
         print(f"label maps not found: {', '.join(missing)} (needs ../shared/data/knee_labelmaps)", file=sys.stderr)
         return 2
-    model = sg.load_morphometry_model(args.model)
+    model = None if args.generate_only else sg.load_morphometry_model(args.model)
     rows = []
     for n, path in enumerate(paths):
         rng = np.random.default_rng(args.seed + n)
@@ -77,19 +80,35 @@ def main(argv=None) -> int:
         anat = None
         for fam in args.families:
             t0 = time.time()
-            if fam == "independent":
-                case = cases.dess_case(labels, rng)
-                image, truth = case.image, case.labels
+            cached = Path(args.cache) / f"{args.subjects[n]}_{fam}_{args.seed}.npz" if args.cache else None
+            if cached is not None and cached.is_file():
+                z = np.load(cached)
+                g = Geometry(tuple(int(v) for v in z["shape_ijk"]), z["ijk_to_ras"])
+                image, truth = Image(z["image"], g), Image(z["labels"], g)
             else:
-                anat = anat or dess.load_dess_anatomy(path)
-                vol = dess.simulate_dess(anat, rng, randomise=fam == "randomised")
-                image, truth = vol.image, vol.labels
+                if fam == "independent":
+                    case = cases.dess_case(labels, rng)
+                    image, truth = case.image, case.labels
+                else:
+                    anat = anat or dess.load_dess_anatomy(path)
+                    vol = dess.simulate_dess(anat, rng, randomise=fam == "randomised")
+                    image, truth = vol.image, vol.labels
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(cached, image=image.array, labels=truth.array, ijk_to_ras=image.geometry.ijk_to_ras,
+                             shape_ijk=np.array(image.geometry.shape_ijk))
+            if args.generate_only:
+                print(f"{args.subjects[n]} {fam}: generated {image.geometry.describe()} ({time.time() - t0:.0f} s)",
+                      flush=True)
+                continue
             row = {"subject": args.subjects[n], "family": fam, "grid": image.geometry.describe(),
                    **evaluate_case(model, image, truth)}
             rows.append(row)
             print(f"{row['subject']} {fam:12s} " + " ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                           if isinstance(v, float)) +
                   f" (case {time.time() - t0:.0f} s)", flush=True)
+    if args.generate_only:
+        return 0
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     print("\nmean per family (targets: " + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()) +
           f", bone MSD <= {MSD_TARGET_MM} mm)")

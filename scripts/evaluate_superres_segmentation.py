@@ -51,12 +51,8 @@ def evaluate(image, labels, sr_model, seg_model, name: str) -> dict:
     from KneeT2SegmentLib.morphometry.segment import segment_knee
     from KneeT2SegmentLib.superres import degrade as dg
     from KneeT2SegmentLib.superres.infer import super_resolve
-    from mskquant.image import Image
-
     truth, thick, tci = dg.simulate_thick_acquisition(image, 3)
-    a = dg.array_axis(dg.slice_axis_ijk(image.geometry))
-    n = truth.array.shape[a]
-    true_labels = Image(np.take(labels.array, np.arange(n), axis=a), truth.geometry)
+    true_labels = dg.cut_to_thick_coverage(labels, 3)
     t0 = time.perf_counter()
     sr = super_resolve(thick, sr_model).image
     sr_s = time.perf_counter() - t0

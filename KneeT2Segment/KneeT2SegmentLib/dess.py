@@ -143,7 +143,7 @@ def sample_counts(anat: an.KneeAnatomy, geometry: Geometry, thickness_mm: float,
     sp = geometry.spacing
     spacing_k = float(slice_spacing_mm or sp[2])
     sub = subsamples_for(sp, float(min(anat.geometry.spacing)), thickness_mm)
-    sub = (sub[0], sub[1], max(sub[2], 2))
+    sub = (sub[0], sub[1], max(sub[2], 3))  # odd: few ties between two labels
     profile = PROFILES[int(rng.integers(len(PROFILES)))] if rng is not None else "box"
     offsets = slab_offsets(sub, thickness_mm, spacing_k, profile)
     counts = tissue_counts(anat.tissue, anat.geometry, geometry, an.N_TISSUES, offsets, progress,

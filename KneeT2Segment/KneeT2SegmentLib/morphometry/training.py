@@ -106,7 +106,7 @@ def sample_slab(anat: an.KneeAnatomy, rng: np.random.Generator, n_slices: int, o
     nk = work.shape_ijk[2]
     stride = max(1, nk // n_slices)
     slab_g = strided_geometry(work, stride, int(rng.integers(0, stride)))
-    counts, n_points = dess.sample_counts(anat, slab_g, thick, rng, slice_spacing_mm=float(work.spacing[2]))
+    counts, n_points = dess.sample_counts(anat, slab_g, thick, rng)  # profile in the strided grid's own units
     layout = sagittal_layout(slab_g)
     c = np.ascontiguousarray(layout.to_canonical(np.moveaxis(counts, -1, 0)).transpose(1, 2, 3, 0))
     sp = slab_g.spacing
