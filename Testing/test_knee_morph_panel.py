@@ -63,3 +63,33 @@ def test_morphometry_measure_edit_and_export(monkeypatch, runtime, tmp_path):
     for name in ("labels.nii.gz", "thickness.csv", "morph.json", "bone_surface_femur.vtp", "maps/femur_thickness_mm.png"):
         assert (tmp_path / "out" / name).is_file(), name
     widget.cleanup()
+
+
+def test_morphometry_segment_makes_a_new_editable_segmentation(monkeypatch, runtime):
+    """Segment: the bundled ensemble in the worker, a new segmentation (one segment per tissue found)
+    selected for Measure; a second Segment makes another one, the first (possibly edited) is kept."""
+    from KneeT2SegmentLib import anatomy as an
+    from KneeT2SegmentLib import dess
+
+    rec = install(monkeypatch, runtime)
+    mod, widget = module_widget("KneeT2Segment")
+    panel, ui = widget.panel, widget.panel.ui
+    vol = dess.native_grid_dess(an.analytic_knee(), np.random.default_rng(3), snr=40.0)
+    image = mrml.volume_from_image(runtime, vol.image, "knee DESS")
+    ui.morphImageSelector.setCurrentNode(image)
+    ui.morphSegmentButton.click()
+    assert panel.controls.busy and not ui.morphMeasureButton.enabled
+    panel.controls.wait()
+    assert rec.dialogs == [], rec.dialogs
+    first = ui.morphSegmentationSelector.currentNode()
+    assert first is not None and first.IsA("vtkMRMLSegmentationNode") and ui.morphEditButton.enabled
+    names = mrml.segment_names(first)
+    assert "Femur" in names and "Femoral cartilage" in names
+    femur = mrml.segment_mask(first, "Femur", vol.image.geometry)
+    truth = vol.labels.array == 1
+    assert 2.0 * (femur & truth).sum() / (femur.sum() + truth.sum()) > 0.7  # the network's femur, roughly right
+    ui.morphSegmentButton.click()
+    panel.controls.wait()
+    second = ui.morphSegmentationSelector.currentNode()
+    assert second is not first and first.GetScene() is runtime.scene
+    widget.cleanup()
