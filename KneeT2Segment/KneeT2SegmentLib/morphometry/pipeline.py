@@ -20,7 +20,6 @@ from mskquant.progress import Progress, as_progress
 
 from . import labels as lb
 
-MAX_SLICE_MM = 1.5
 DEFAULT_MODEL = "knee-morphometry-dess"
 MEASURES = ("thickness_mm", "t2_ms")
 
@@ -48,20 +47,12 @@ class MorphParameters:
         return asdict(self)
 
 
-def check_3d_image(image: Image, what: str = "The 3D knee image", max_slice_mm: float = MAX_SLICE_MM) -> None:
-    """Refuse what the morphometry cannot measure: a series, a 2D image, slices thicker than ``max_slice_mm``."""
-    if image.is_series:
-        raise InputError(f"{what} is a series of volumes (4D): give one 3D volume (e.g. the DESS or 3D water-"
-                         f"excitation image).")
-    shape = image.geometry.shape_ijk
-    if min(shape) < 8:
-        raise InputError(f"{what} is 2D or nearly so ({'x'.join(str(s) for s in shape)} voxels): the morphometry "
-                         f"needs a 3D volume covering the knee (e.g. a sagittal 3D DESS).")
-    sp = image.geometry.spacing
-    if float(sp.max()) > max_slice_mm:
-        raise InputError(f"{what} has {float(sp.max()):.2f} mm voxels along one axis ({image.geometry.describe()}): "
-                         f"cartilage thickness needs slices of at most {max_slice_mm:g} mm. Use a 3D (DESS-like) "
-                         f"scan, or restore the thick slices first with super-resolution ('--super-resolve').")
+def check_3d_image(image: Image, what: str = "The 3D knee image") -> None:
+    """Refuse what the morphometry cannot measure (a series, a 2D image, slices thicker than 1.5 mm)."""
+    from .segment import check_input
+
+    check_input(image, what, "use a 3D (DESS-like) scan, or restore the thick slices first with super-resolution "
+                             "('--super-resolve')")
 
 
 @dataclass

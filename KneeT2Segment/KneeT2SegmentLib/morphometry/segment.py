@@ -154,22 +154,24 @@ def load_morphometry_model(model: str = DEFAULT_MODEL_ID, device=None, store=Non
 
 
 # --- input ----------------------------------------------------------------------------------------------
-def check_input(image: Image) -> None:
-    """Refuse what the networks cannot segment, with the reason and the fix."""
+def check_input(image: Image, what: str = "The knee image",
+                thick_fix: str = "give a 3D acquisition with thin slices (e.g. sagittal 3D DESS, 0.7 mm)") -> None:
+    """Refuse what the networks cannot segment, or the morphometry measure, with the reason and the fix."""
     a = np.asarray(image.array)
     if image.is_series or a.ndim != 3:
-        raise InputError(f"The knee image has {a.ndim} dimensions{' (a series)' if image.is_series else ''}: give one "
-                         f"3D volume (a 3D DESS-like series).")
+        raise InputError(f"{what} has {a.ndim} dimensions{' (a series)' if image.is_series else ''}: give one "
+                         f"3D volume (e.g. the DESS or 3D water-excitation image).")
     if min(a.shape) < MIN_SIZE:
-        raise InputError(f"The knee image is 2D or nearly so ({'x'.join(map(str, a.shape[::-1]))} voxels): the "
-                         f"segmentation needs a 3D volume with at least {MIN_SIZE} voxels along every axis.")
+        raise InputError(f"{what} is 2D or nearly so ({'x'.join(map(str, a.shape[::-1]))} voxels): the "
+                         f"morphometry needs a 3D volume covering the knee, with at least {MIN_SIZE} voxels along "
+                         f"every axis.")
     sp = image.geometry.spacing
     if float(sp.max()) > MAX_SLICE_MM:
-        raise InputError(f"The knee image's slices are {float(sp.max()):.2g} mm thick (more than {MAX_SLICE_MM} mm): "
-                         f"the networks segment 3D acquisitions with thin slices (e.g. sagittal 3D DESS, 0.7 mm); "
-                         f"give a 3D series.")
-    if not np.isfinite(a).any():
-        raise InputError("The knee image holds no finite values: check the image.")
+        raise InputError(f"{what} has {float(sp.max()):.2f} mm voxels along one axis ({image.geometry.describe()}): "
+                         f"segmentation and cartilage thickness need slices of at most {MAX_SLICE_MM:g} mm; "
+                         f"{thick_fix}.")
+    if a.dtype.kind == "f" and not np.isfinite(a).any():
+        raise InputError(f"{what} holds no finite values: check the image.")
 
 
 def direct_layout(geometry: Geometry):
