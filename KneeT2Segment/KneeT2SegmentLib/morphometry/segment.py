@@ -159,7 +159,7 @@ def check_input(image: Image, what: str = "The knee image",
     """Refuse what the networks cannot segment, or the morphometry measure, with the reason and the fix."""
     a = np.asarray(image.array)
     if image.is_series or a.ndim != 3:
-        raise InputError(f"{what} has {a.ndim} dimensions{' (a series)' if image.is_series else ''}: give one "
+        raise InputError(f"{what} is {a.ndim}D{' (a series of volumes)' if image.is_series else ''}: give one "
                          f"3D volume (e.g. the DESS or 3D water-excitation image).")
     if min(a.shape) < MIN_SIZE:
         raise InputError(f"{what} is 2D or nearly so ({'x'.join(map(str, a.shape[::-1]))} voxels): the "
