@@ -13,5 +13,11 @@ Numeric core (no Slicer import), one module per responsibility:
 * :mod:`.shape` - volume, area and articular area per bone (morph.json);
 * :mod:`.phantoms` - label maps of known thickness (shell, tilted slab) for tests and checks;
 * :mod:`.maps` - 2D maps of a bone's articular surface (documented parameterisation), PNG and NumPy;
-* :mod:`.pipeline` - the whole measurement of one knee (what the CLI, batch and panel call).
+* :mod:`.training` - training of the ensemble on DESS-like volumes (:mod:`..dess`), resumable;
+* :mod:`.t2` - the cartilage carried to a MESE series of the same knee (rigid registration), T2 there;
+* :mod:`.pipeline` - the whole measurement of one knee (what the CLI, batch and panel call);
+* :mod:`.export` - the ``knee-morph`` files; :mod:`.cli` - the ``knee-morph`` command.
+
+Then the MRML layer :mod:`.logic` (real slicer-core nodes) and the GUI layer :mod:`.panel` (the
+KneeT2Segment panel's Morphometry section, only in the Slicer application).
 """
