@@ -25,7 +25,9 @@ def test_demo_without_shared_data_reports_every_pipeline(tmp_path):
     assert float(by[("VHIWorkflow", "V_HI conservative (voxels)")]["value"]) == 6
     assert 0.5 < float(by[("KneeT2Segment", "automatic segmentation Dice vs truth")]["value"]) <= 1.0
     pngs = sorted(out.rglob("*.png"))
-    assert {p.relative_to(out).parts[0] for p in pngs} == {"vhi", "knee_t2", "pain_cam"}
+    assert {p.relative_to(out).parts[0] for p in pngs} == {"vhi", "knee_t2", "knee_morph", "pain_cam"}
+    assert float(by[("KneeT2Segment", "surface vs volumetric subregion T2, largest difference")]["value"]) < 1.0
+    assert (out / "knee_morph" / "morph.json").is_file() and (out / "knee_morph" / "bone_surface_femur.vtp").is_file()
     for p in pngs:
         assert read_png(p).size > 0
     assert not list(out.rglob("*.stage")) and not list(out.rglob("*.tmp*"))
