@@ -46,7 +46,6 @@ def _surface_t2_within(labels, phantom, tol_ms=1.0):
     for row in rows:
         assert row["n_voxels"] > 200, row
         assert abs(row["surface_mean_t2_ms"] - row["volumetric_mean_t2_ms"]) < tol_ms, row
-    # and the volumetric means are those of the existing knee-t2 quantification of that cartilage
     return r
 
 

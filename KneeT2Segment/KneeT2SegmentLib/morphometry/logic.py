@@ -25,19 +25,15 @@ from mskquant.image import Image
 from mskquant.progress import Progress, as_progress
 
 from . import labels as lb
+from ..logic import T2_COLOR_NODE, t2_color_points  # the T2 map's colours, one node per scene
 from .export import THICKNESS_COLUMNS
 from .pipeline import MorphParameters, MorphResult
 
 MODULE_ATTRIBUTE = "MSKQuant.Module"
 AUTOMATIC_ATTRIBUTE = "MSKQuant.KneeMorphAutomatic"  # JSON of the segmentation info on an automatic segmentation
 THICKNESS_COLOR_NODE = "MSKQuant thickness 0-4 mm"
-T2_COLOR_NODE = "MSKQuant T2 0-100 ms"
 THICKNESS_RANGE_MM = (0.0, 4.0)
 
-
-def _ramp(vmax: float):
-    return [(0.0, (0.1, 0.1, 0.6)), (0.25 * vmax, (0.0, 0.6, 1.0)), (0.5 * vmax, (0.2, 0.8, 0.2)),
-            (0.75 * vmax, (1.0, 0.85, 0.0)), (vmax, (0.9, 0.1, 0.1))]
 
 
 @dataclass
@@ -112,7 +108,7 @@ class KneeMorphLogic:
     def _color(self, name: str, vmax: float):
         node = self.rt.scene.GetFirstNodeByName(name)
         if node is None or not node.IsA("vtkMRMLProceduralColorNode"):
-            node = mrml.continuous_color_node(self.rt, name, _ramp(vmax))
+            node = mrml.continuous_color_node(self.rt, name, t2_color_points(vmax))  # as the PNG maps
         return node
 
     def make_nodes(self, result: MorphResult, name: str) -> MorphNodes:

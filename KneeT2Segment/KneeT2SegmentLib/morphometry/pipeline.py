@@ -19,9 +19,8 @@ from mskquant.image import Image
 from mskquant.progress import Progress, as_progress
 
 from . import labels as lb
+from .segment import DEFAULT_MODEL_ID as DEFAULT_MODEL
 
-DEFAULT_MODEL = "knee-morphometry-dess"
-MEASURES = ("thickness_mm", "t2_ms")
 
 
 @dataclass
