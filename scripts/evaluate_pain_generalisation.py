@@ -1,13 +1,14 @@
-"""The knee-pain model on left/right pairs of two families: the project's pair simulator and the
-independent test family (mskquant.testfamily: other anatomy rules, k-space acquisition, the left
-knee the mirror image of the right), all from knees held out of the model's training.
+"""The knee-pain model on left/right pairs of three families, all from knees held out of the model's
+training: the project's pair simulator (the fixed look), its domain-randomised generator (a random
+look per knee: what the demo model learnt from) and the independent test family (mskquant.testfamily:
+other anatomy rules, k-space acquisition, the left knee the mirror image of the right; test only).
 
 Per pair: P(right painful), refusal, the CAM maximum's distance to the planted lesion, and the
 laterality margins of both knees as given and with the knees exchanged (the evidence of the
 swapped-knees check). Prints AUC, accuracy, pointing within 10 mm, p of lesion-free pairs,
 refusals and the margin spread; writes the rows to --csv:
 
-    .venv/bin/python scripts/evaluate_pain_generalisation.py --families project independent --pairs 8
+    .venv/bin/python scripts/evaluate_pain_generalisation.py --families project randomised independent --pairs 8
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
     tibial cartilage centroids (RAS) of the left and right knee: the femorotibial joint, defined alike in
     both families)."""
     kinds = ["effusion", "bml", None]
-    if family == "project":
+    if family in ("project", "randomised"):
         from SiamesePainCAMLib import simulator as sim
 
         anatomies = [sim.build_anatomy(__import__("mskquant.imageio", fromlist=["read_image"]).read_image(
@@ -41,7 +42,8 @@ def pairs_of(family: str, labelmaps: Path, n: int, seed: int):
             a = anatomies[k % len(anatomies)]
             side = ("right", "left")[k % 2]
             kind = ("effusion", "bml")[(k // 2) % 2]
-            pair = sim.simulate_pair(a, rng, f"{a.name}-{k}", painful_side=side, lesion_kind=kind)
+            pair = sim.simulate_pair(a, rng, f"{a.name}-{k}", painful_side=side, lesion_kind=kind,
+                                     variation=sim.Variation.randomised() if family == "randomised" else None)
             yield (f"{a.name}-{k}", pair.left.image, pair.right.image, side, kind, pair.painful.lesion_mask.array,
                    pair.painful.image.geometry, (pair.left.tibial_cartilage_ras, pair.right.tibial_cartilage_ras))
         return
@@ -87,8 +89,8 @@ def margins(model, left, right, joints=None):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="siamese-pain-demo")
-    ap.add_argument("--families", nargs="+", default=["independent"], choices=("project", "independent"))
+    ap.add_argument("--model", default="siamese-pain-demo", help="registered model id or a pain-train best_model.pt")
+    ap.add_argument("--families", nargs="+", default=["independent"], choices=("project", "randomised", "independent"))
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--labelmaps", default=str(ROOT.parent / "shared" / "data" / "knee_labelmaps"))
@@ -102,9 +104,15 @@ def main(argv=None) -> int:
     from SiamesePainCAMLib.evaluation import peak_to_mask_mm
     from SiamesePainCAMLib.pipeline import analyse_pair, load_pain_model
 
-    store = ModelStore()
-    spec = store.registry.get(args.model)
-    model = load_pain_model(store.ensure(spec.id)[0], spec.architecture, select_device("cpu"), spec.id)
+    if Path(args.model).is_file():
+        from SiamesePainCAMLib.checkpoint import saved_architecture
+
+        model = load_pain_model(Path(args.model), saved_architecture(Path(args.model)), select_device("cpu"),
+                                Path(args.model).name)
+    else:
+        store = ModelStore()
+        spec = store.registry.get(args.model)
+        model = load_pain_model(store.ensure(spec.id)[0], spec.architecture, select_device("cpu"), spec.id)
     rows = []
     for family in args.families:
         t0 = time.time()

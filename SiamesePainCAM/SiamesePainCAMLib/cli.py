@@ -16,8 +16,16 @@ from pathlib import Path
 from .parameters import OUTPUT_FILES, POOLINGS
 
 PHANTOM_README = "pairs.csv"
+GENERATORS = ("project", "randomised")  # pair simulators: the fixed look; a random look per knee
 TRAIN_OUTPUTS = ("best_model.pt", "model_entry.json", "cv.json", "folds.csv", "predictions.csv", "history.csv",
                  "roc.png")
+
+
+def variation_of(generator: str):
+    """The simulator's variation for a ``--generator`` choice (None: the simulator's default)."""
+    from .simulator import Variation
+
+    return Variation.randomised() if generator == "randomised" else None
 
 
 def _widths(text: str):
@@ -54,6 +62,9 @@ def register(sub) -> None:
     s.add_argument("--analytic", action="store_true", help="use the analytic knee even when label maps are present")
     s.add_argument("--lesion", default="mixed", choices=("mixed", "effusion", "bml"),
                    help="pain-associated lesion planted in one knee (mixed: 60 %% effusion, 40 %% bone-marrow lesion)")
+    s.add_argument("--generator", default="project", choices=GENERATORS,
+                   help="project: the fixed fat-suppressed IW look (default); randomised: a random look, acquisition "
+                        "and wider pose per knee (domain randomisation, the demo model's training data)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("-q", "--quiet", action="store_true")
@@ -70,6 +81,9 @@ def register(sub) -> None:
                    help="with --simulate: label-map subjects kept out of training and the template (held out for "
                         "testing; default 9055361,9057479; '' for none)")
     t.add_argument("--data-cache", help="with --simulate: keep the pre-processed pairs here and reuse them")
+    t.add_argument("--generator", default="project", choices=GENERATORS,
+                   help="with --simulate: project (the fixed fat-suppressed IW look) or randomised (a random look, "
+                        "acquisition and wider pose per knee: domain randomisation)")
     t.add_argument("--template-subject", help="with --pairs: subject whose right knee is the alignment template "
                                               "(default: the role=template row, else the first row)")
     t.add_argument("--folds", type=int, default=10, help="cross-validation folds by subject (10; 1 = one training "
@@ -181,7 +195,8 @@ def cmd_pain_phantom(args) -> int:
             anatomy = anatomies[n % len(anatomies)]
             rng = np.random.default_rng([args.seed, n])
             pair = sim.simulate_pair(anatomy, rng, name, painful_side="right" if n % 2 == 0 else "left",
-                                     lesion_kind=None if args.lesion == "mixed" else args.lesion)
+                                     lesion_kind=None if args.lesion == "mixed" else args.lesion,
+                                     variation=variation_of(args.generator))
             for side, knee in (("left", pair.left), ("right", pair.right)):
                 write_image(knee.image, out.path(f"{name}_{side}.nii.gz"))
                 write_image(knee.lesion_mask.with_array(knee.lesion_mask.array.astype(np.uint8)),
@@ -246,6 +261,8 @@ def cmd_pain_train(args) -> int:
         recipe = {"label_maps": sorted(str(p.name) for p in ds.sim.label_map_files(label_maps)) if label_maps else [],
                   "exclude": exclude, "analytic": args.analytic, "pairs_per_anatomy": args.simulate,
                   "seed": args.seed, "data_version": ds.DATA_VERSION}
+        if args.generator != "project":  # project recipes keep the keys of the pairs they cached before
+            recipe["generator"] = args.generator
         key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
         cache = Path(args.data_cache) / key if args.data_cache else None
         if cache is not None and (cache / "pairs.json").is_file() and (cache / "template.npy").is_file():
@@ -256,7 +273,8 @@ def cmd_pain_train(args) -> int:
                                           progress=progress.sub(0.0, 0.03))
             template = ds.simulated_template(anatomies, progress.sub(0.03, 0.04))
             data, _ = ds.simulate_dataset(anatomies, args.simulate, template, args.seed, cache,
-                                          ds.subject_of_anatomy, progress.sub(0.04, 0.3))
+                                          ds.subject_of_anatomy, progress.sub(0.04, 0.3),
+                                          variation=variation_of(args.generator))
             if cache is not None:
                 np.save(cache / "template.npy", template)
                 (cache / "recipe.json").write_text(json.dumps(recipe, indent=2))

@@ -44,6 +44,8 @@ from mskquant.errors import InputError
 from mskquant.image import Geometry, Image
 from mskquant.progress import Progress, as_progress
 
+from . import randomise as rz
+
 # label values of the knee label maps
 FEMUR, FEMORAL_CARTILAGE, TIBIA, TIBIAL_CARTILAGE, PATELLA, PATELLAR_CARTILAGE = 1, 2, 3, 4, 5, 6
 BONES = (FEMUR, TIBIA, PATELLA)
@@ -413,6 +415,15 @@ class Variation:
     effusion_height_mm: Tuple[float, float] = (20.0, 45.0)
     bml_semi_axes_mm: Tuple[float, float] = (5.0, 10.0)
     bml_depth_mm: Tuple[float, float] = (3.0, 8.0)
+    look: Optional[rz.Look] = None  # per-knee random look (domain randomisation); None: the fixed FS IW look
+
+    @classmethod
+    def randomised(cls) -> "Variation":
+        """The domain-randomised generator (``pain-train --generator randomised``): wider pose, bias,
+        texture and SNR ranges and a random look and acquisition per knee (:mod:`.randomise`)."""
+        return cls(flexion_deg=12.0, shift_in_plane_mm=15.0, shift_through_plane_mm=6.0, scale=0.08, tilt_deg=3.0,
+                   contrast=0.0, snr=(10.0, 60.0), bias=0.4, texture=0.12, physiological_fluid_mm=(0.0, 2.0),
+                   look=rz.Look())
 
     @classmethod
     def none(cls) -> "Variation":
@@ -485,16 +496,20 @@ def render_knee(anatomy: Anatomy, side: str, rng: np.random.Generator, lesion: O
                 acquisition: Optional[Acquisition] = None, variation: Optional[Variation] = None,
                 fov_centre_ras: Sequence[float] = (0.0, 0.0, 0.0)) -> SimulatedKnee:
     """One simulated SAG IW TSE FS volume of ``anatomy`` as a ``side`` knee, with its lesion mask."""
-    acq = acquisition or Acquisition()
     var = variation if variation is not None else Variation()
+    look = var.look
+    acq = acquisition or (Acquisition(**rz.acquisition(rng, look)) if look is not None else Acquisition())
     if side not in ("left", "right"):
         raise ValueError("side must be 'left' or 'right'")
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"lesion must be one of {LESION_KINDS} or None")
     sp = anatomy.spacing
     # --- signal on the working grid
-    gains = 1.0 + rng.uniform(-var.contrast, var.contrast, size=len(SIGNAL)) if var.contrast else np.ones(len(SIGNAL))
-    lut = (SIGNAL * gains).astype(np.float32)
+    if look is not None:
+        lut = rz.tissue_signal(SIGNAL, rng, look, (MARROW, FAT), FLUID)
+    else:
+        gains = 1.0 + rng.uniform(-var.contrast, var.contrast, size=len(SIGNAL)) if var.contrast else np.ones(len(SIGNAL))
+        lut = (SIGNAL * gains).astype(np.float32)
     volume = lut[anatomy.tissue]
     lesion_w = np.zeros(anatomy.shape, np.float32) if lesion else None
     site = ""
@@ -504,12 +519,12 @@ def render_knee(anatomy: Anatomy, side: str, rng: np.random.Generator, lesion: O
         volume[tuple(vox.T)] = lut[FLUID]
     if lesion == "effusion":
         vox = _lesion_effusion(anatomy, rng, rng.uniform(*var.effusion_depth_mm), rng.uniform(*var.effusion_height_mm))
-        volume[tuple(vox.T)] = lut[FLUID] * rng.uniform(0.9, 1.05)
+        volume[tuple(vox.T)] = rz.effusion_signal(lut, rng, look, FLUID) if look else lut[FLUID] * rng.uniform(0.9, 1.05)
         lesion_w[tuple(vox.T)] = 1.0
         site = "suprapatellar recess"
     elif lesion == "bml":
         site, box, weight, inside = _lesion_bml(anatomy, rng, var.bml_semi_axes_mm, var.bml_depth_mm)
-        edema = EDEMA_SIGNAL * rng.uniform(0.8, 1.0)
+        edema = rz.bml_signal(lut, rng, look, MARROW, FLUID) if look else EDEMA_SIGNAL * rng.uniform(0.8, 1.0)
         volume[box] = volume[box] * (1 - weight) + edema * weight
         lesion_w[box] = inside
     # --- pose: the knee frame inside the scanner
@@ -565,7 +580,9 @@ def render_knee(anatomy: Anatomy, side: str, rng: np.random.Generator, lesion: O
                 lslab = np.tensordot(lw, w[idx], axes=([2], [0])) / w.sum()
                 lesion_img[k] = ndimage.affine_transform(lslab, matrix, offset, output_shape=(m, m), order=1,
                                                          mode="constant", cval=0.0, prefilter=False)
-    # --- receive bias, texture, noise
+    # --- blur, receive bias, texture, noise, gamma
+    if look is not None:
+        image = rz.blur(image, rng, look, h)
     if var.texture:
         image *= 1.0 + var.texture * _smooth_noise(rng, image.shape, 6.0)
     if var.bias:
@@ -577,8 +594,13 @@ def render_knee(anatomy: Anatomy, side: str, rng: np.random.Generator, lesion: O
         del zz, yy, xx, field
     if np.isfinite(var.snr[1]):
         sigma = lut[CARTILAGE] / rng.uniform(*var.snr)
-        image = np.sqrt((image + sigma * rng.standard_normal(image.shape, dtype=np.float32)) ** 2
-                        + (sigma * rng.standard_normal(image.shape, dtype=np.float32)) ** 2)
+        if look is not None:
+            image = rz.add_noise(image, sigma, rng, look)
+        else:
+            image = np.sqrt((image + sigma * rng.standard_normal(image.shape, dtype=np.float32)) ** 2
+                            + (sigma * rng.standard_normal(image.shape, dtype=np.float32)) ** 2)
+    if look is not None:
+        image = rz.gamma(image, rng, look)
     gain = rng.uniform(0.7, 1.4) if var.contrast else 1.0
     image = (image * gain).astype(np.float32)
     # --- truth: PCL slice and lesion mask on the acquisition grid
