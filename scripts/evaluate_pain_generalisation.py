@@ -72,18 +72,14 @@ def margins(model, left, right, joints=None):
     centre-plane crop centre: the 105 mm crop holds the joint with 15 mm to spare when this is <= 37.5 mm.
     The crop is centred on the template's joint centre, which lies 18-21 mm above and in front of the
     tibial cartilage centroid in the project's own anatomy, so that is the figure of a perfect alignment."""
-    from SiamesePainCAMLib.preprocessing import HALF, prepare_knee
+    from SiamesePainCAMLib.preprocessing import crop_position_mm, prepare_knee
 
     out, dist = [], []
     for n, (img, side) in enumerate(((left, "left"), (right, "right"))):
         pk = prepare_knee(img, side, model.template)
         out.append(pk.centre_estimate.laterality_margin)
         if joints is not None:
-            r, a, s_ = joints[n]
-            al = pk.alignments[HALF]
-            c, sn = np.cos(al.theta_rad), np.sin(al.theta_rad)
-            q = np.array([[c, sn], [-sn, c]]) @ (np.array([-s_, -a]) - al.t_uv)  # joint in crop coordinates
-            dist.append(float(np.abs(q).max()))
+            dist.append(float(np.abs(crop_position_mm(pk, joints[n])).max()))
     return (out, dist) if joints is not None else out
 
 

@@ -522,6 +522,17 @@ def crop_plane(plane: np.ndarray, A: np.ndarray, c: np.ndarray, alignment: Align
                                     cval=cval, prefilter=False)
 
 
+def crop_position_mm(prepared: PreparedKnee, ras: Sequence[float], plane: int = HALF) -> np.ndarray:
+    """Where a patient point (RAS mm) falls in the 105 mm crop of ``plane`` (centre plane by default):
+    ``(down, back)`` mm from the crop centre, inside the crop while both are within ±52.5 mm. The
+    in-plane coordinates are (−S, −A) as in :meth:`KneeFrame.slice_affine`; the alignment maps
+    crop to slice, ``p = R(θ) q + t``, so ``q = R(θ)ᵀ (p − t)``."""
+    al = prepared.alignments[plane]
+    c, s_ = math.cos(al.theta_rad), math.sin(al.theta_rad)
+    p = np.array([-float(ras[2]), -float(ras[1])])
+    return np.array([[c, s_], [-s_, c]]) @ (p - np.asarray(al.t_uv, float))
+
+
 def normalise_intensities(planes: np.ndarray, typical: float = TYPICAL_TISSUE_LEVEL):
     """Intensities to [0, 1] from a scale set by the knee's typical tissue, not its brightest.
 
