@@ -23,6 +23,9 @@ SAMPLE = [(MAPS[0], "right", "effusion"), (MAPS[1], "left", "effusion"), (MAPS[1
           (MAPS[2], None, None), (MAPS[3], None, None)]
 SEED = 2027
 JOINT_MARGIN_MM = 10.0  # the tibial cartilage centroid at least this far inside the 105 mm crop
+# Targets not met yet (README "SiamesePainCAM on images made differently"): strict, so a model or
+# pre-processing that meets one fails the suite until its mark is removed.
+OPEN_15 = "issue 15 open: "
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +73,14 @@ def test_no_valid_pair_is_refused(outcomes):
     assert not refused
 
 
+@pytest.mark.xfail(strict=True, reason=OPEN_15 + "template matching puts one knee's joint outside its crop (4a)")
 def test_the_crop_holds_the_femorotibial_joint_on_every_knee(outcomes):
     inside = [v for r in outcomes for v in r["joint_inside_mm"]]
     assert len(inside) == 2 * len(SAMPLE)
     assert min(inside) >= JOINT_MARGIN_MM, inside
 
 
+@pytest.mark.xfail(strict=True, reason=OPEN_15 + "demo model 0.2.0: AUC 0.56, pointing 0.33 on this sample")
 def test_painful_side_auc_and_cam_pointing(outcomes):
     from mskquant.metrics import roc_auc
 
@@ -88,6 +93,7 @@ def test_painful_side_auc_and_cam_pointing(outcomes):
     assert pointing >= 0.80
 
 
+@pytest.mark.xfail(strict=True, reason=OPEN_15 + "lesion-free pairs lean to 'left painful' (never trained on)")
 def test_pairs_without_a_lesion_are_a_coin_toss(outcomes):
     free = [r["p"] for r in outcomes if r["side"] is None and not r["refused"]]
     assert len(free) == 2
