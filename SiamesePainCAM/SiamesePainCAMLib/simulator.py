@@ -25,6 +25,9 @@ CAM hot spots of painful knees, mostly effusion-synovitis (88.8 %) and bone-marr
   under the cartilage, in one of four femoral/tibial compartments). Both knees carry a little
   physiological fluid.
 
+``Variation.randomised()`` (``--generator randomised``) gives every knee its own random look and
+acquisition as well (:mod:`.randomise`: domain randomisation of the demo model's training pairs).
+
 Each simulated knee comes with its geometry, the lesion mask on the same grid, the true
 centre (intercondylar notch / PCL) slice and the joint centre, so preprocessing, AUC and
 CAM pointing accuracy can be checked against truth.
@@ -519,12 +522,13 @@ def render_knee(anatomy: Anatomy, side: str, rng: np.random.Generator, lesion: O
         volume[tuple(vox.T)] = lut[FLUID]
     if lesion == "effusion":
         vox = _lesion_effusion(anatomy, rng, rng.uniform(*var.effusion_depth_mm), rng.uniform(*var.effusion_height_mm))
-        volume[tuple(vox.T)] = rz.effusion_signal(lut, rng, look, FLUID) if look else lut[FLUID] * rng.uniform(0.9, 1.05)
+        level = rz.effusion_signal(lut, rng, look, FLUID) if look is not None else lut[FLUID] * rng.uniform(0.9, 1.05)
+        volume[tuple(vox.T)] = level
         lesion_w[tuple(vox.T)] = 1.0
         site = "suprapatellar recess"
     elif lesion == "bml":
         site, box, weight, inside = _lesion_bml(anatomy, rng, var.bml_semi_axes_mm, var.bml_depth_mm)
-        edema = rz.bml_signal(lut, rng, look, MARROW, FLUID) if look else EDEMA_SIGNAL * rng.uniform(0.8, 1.0)
+        edema = rz.bml_signal(lut, rng, look, MARROW, FLUID) if look is not None else EDEMA_SIGNAL * rng.uniform(0.8, 1.0)
         volume[box] = volume[box] * (1 - weight) + edema * weight
         lesion_w[box] = inside
     # --- pose: the knee frame inside the scanner
