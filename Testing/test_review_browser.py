@@ -201,7 +201,8 @@ def test_cam_review_opacity_jump_verdict(cam_case, tmp_path):
         page.screenshot(path=str(tmp_path / "cam_open.png"))
         assert rgb.mean(axis=2).std() > 15, "the knee view is blank"
         heat = _red_hue_fraction(rgb)
-        assert heat > 0.05, "no CAM heat colours over the knee"
+        # a grey knee has none; a CAM covers a few per cent of the view (focal CAMs less than broad ones)
+        assert heat > 0.01, "no CAM heat colours over the knee"
 
         # Opacity slider to its low end: the heat colours fade.
         track = page.locator("#cam-opacity").locator("xpath=ancestor::div[contains(@class,'v-slider')][1]")
