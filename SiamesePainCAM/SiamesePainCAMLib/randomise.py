@@ -43,9 +43,6 @@ class Look:
     slice_mm: Tuple[float, float] = (2.6, 3.6)
     coverage_mm: Tuple[float, float] = (100.0, 125.0)  # through-plane extent of the slices
 
-    def as_dict(self) -> Dict[str, object]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
-
 
 def tissue_signal(base: Sequence[float], rng: np.random.Generator, look: Look, fatty: Sequence[int],
                   fluid: int) -> np.ndarray:
