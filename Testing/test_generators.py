@@ -175,7 +175,10 @@ def test_no_training_code_reads_the_independent_test_family():
                 ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "training.py",
                 ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "datasets.py",
                 ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "simulator.py",
-                ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "randomise.py"]
+                ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "randomise.py",
+                ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "localiser.py",
+                ROOT / "SiamesePainCAM" / "SiamesePainCAMLib" / "localiser_training.py",
+                ROOT / "scripts" / "train_joint_localiser.py"]
     files = [f for p in training for f in ([p] if p.is_file() else sorted(p.rglob("*.py")))]
     assert len(files) >= 7
     pattern = re.compile(r"^\s*(from|import)\s+[\w.]*(testfamily|generalisation)|import_module\(", re.M)

@@ -76,7 +76,7 @@ def margins(model, left, right, joints=None):
 
     out, dist = [], []
     for n, (img, side) in enumerate(((left, "left"), (right, "right"))):
-        pk = prepare_knee(img, side, model.template)
+        pk = prepare_knee(img, side, model.template, localiser=model.localiser)
         out.append(pk.centre_estimate.laterality_margin)
         if joints is not None:
             dist.append(float(np.abs(crop_position_mm(pk, joints[n])).max()))
@@ -91,6 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--labelmaps", default=str(ROOT.parent / "shared" / "data" / "knee_labelmaps"))
     ap.add_argument("--csv", default="")
+    ap.add_argument("--no-localiser", action="store_true",
+                    help="align by the template alone (the pre-processing before the joint localiser)")
     args = ap.parse_args(argv)
 
     from mskquant.device import select_device
@@ -100,15 +102,17 @@ def main(argv=None) -> int:
     from SiamesePainCAMLib.evaluation import peak_to_mask_mm
     from SiamesePainCAMLib.pipeline import analyse_pair, load_pain_model
 
+    localiser = None if args.no_localiser else "default"
     if Path(args.model).is_file():
         from SiamesePainCAMLib.checkpoint import saved_architecture
 
         model = load_pain_model(Path(args.model), saved_architecture(Path(args.model)), select_device("cpu"),
-                                Path(args.model).name)
+                                Path(args.model).name, localiser=localiser)
     else:
         store = ModelStore()
         spec = store.registry.get(args.model)
-        model = load_pain_model(store.ensure(spec.id)[0], spec.architecture, select_device("cpu"), spec.id)
+        model = load_pain_model(store.ensure(spec.id)[0], spec.architecture, select_device("cpu"), spec.id,
+                                localiser=localiser)
     rows = []
     for family in args.families:
         t0 = time.time()

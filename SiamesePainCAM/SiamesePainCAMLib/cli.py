@@ -231,8 +231,11 @@ def cmd_pain_train(args) -> int:
     from mskquant.models import sha256_of
     from mskquant.paths import shared_data_dir
 
+    import torch
+
     from . import datasets as ds
     from .checkpoint import save_model
+    from .localiser import default_localiser
     from .training import PairData, TrainingConfig, cross_validate, read_pairs_csv, write_reports
 
     cfg = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, lr_step_epochs=args.lr_step, lr_gamma=args.lr_gamma,
@@ -244,11 +247,12 @@ def cmd_pain_train(args) -> int:
     progress = progress_for(args)
     out_dir = Path(args.out)
     out = OutputFolder(out_dir, TRAIN_OUTPUTS, overwrite=args.overwrite or args.resume)
+    localiser = default_localiser(torch.device("cpu"))  # the pre-processing of inference
     if args.pairs:
         rows = read_pairs_csv(Path(args.pairs))
         base = Path(args.pairs).parent
         template = ds.template_from_table(rows, base, args.template_subject)
-        data = ds.dataset_from_table(rows, base, template, progress.sub(0.0, 0.2))
+        data = ds.dataset_from_table(rows, base, template, progress.sub(0.0, 0.2), localiser)
         source = {"pairs": str(args.pairs)}
     else:
         if args.simulate < 1:
@@ -274,7 +278,7 @@ def cmd_pain_train(args) -> int:
             template = ds.simulated_template(anatomies, progress.sub(0.03, 0.04))
             data, _ = ds.simulate_dataset(anatomies, args.simulate, template, args.seed, cache,
                                           ds.subject_of_anatomy, progress.sub(0.04, 0.3),
-                                          variation=variation_of(args.generator))
+                                          variation=variation_of(args.generator), localiser=localiser)
             if cache is not None:
                 np.save(cache / "template.npy", template)
                 (cache / "recipe.json").write_text(json.dumps(recipe, indent=2))

@@ -56,13 +56,15 @@ class PairTruth:
 
 def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, template: np.ndarray, seed: int,
                      folder: Optional[Path] = None, subject_of=None, progress: "Progress | None" = None,
-                     variation: Optional[sim.Variation] = None, kind_weights: Sequence[float] = (0.6, 0.4)):
+                     variation: Optional[sim.Variation] = None, kind_weights: Sequence[float] = (0.6, 0.4),
+                     localiser=None):
     """Simulate and pre-process ``pairs_per_anatomy`` pairs of each anatomy.
 
     Painful sides alternate per anatomy (balanced classes); the lesion kind is drawn with
     ``kind_weights`` (effusion, bone-marrow lesion): 60 % / 40 % by default (the demo model's
     data; the paper's CAM hot spots were mostly effusion-synovitis). Returns the :class:`PairData` (memory-mapped in
-    ``folder`` when given) and the ground truth of every pair.
+    ``folder`` when given) and the ground truth of every pair. ``localiser``: the joint localiser
+    the pre-processing uses at inference (:func:`.localiser.default_localiser`).
     """
     progress = as_progress(progress)
     n = len(anatomies) * pairs_per_anatomy
@@ -85,7 +87,7 @@ def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, t
             side = "right" if (p + a) % 2 == 0 else "left"
             pair = sim.simulate_pair(anatomy, rng, f"{anatomy.name}-{p:03d}", painful_side=side, variation=variation,
                                      kind_weights=kind_weights)
-            prepared = [prepare_knee(k.image, k.side, tmpl) for k in (pair.left, pair.right)]
+            prepared = [prepare_knee(k.image, k.side, tmpl, localiser=localiser) for k in (pair.left, pair.right)]
             planes[i, 0] = prepared[0].planes
             planes[i, 1] = prepared[1].planes
             labels[i] = pair.label
@@ -107,7 +109,7 @@ def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, t
 
 
 def dataset_from_table(rows: List[Dict[str, str]], base: Path, template: np.ndarray,
-                       progress: "Progress | None" = None) -> PairData:
+                       progress: "Progress | None" = None, localiser=None) -> PairData:
     """Read, pre-process and stack the pairs listed in a table (paths relative to ``base``)."""
     from mskquant.imageio import read_image
 
@@ -126,7 +128,7 @@ def dataset_from_table(rows: List[Dict[str, str]], base: Path, template: np.ndar
             centre = (r.get(f"center_{side}") or "").strip()
             img = read_image(Path(base) / r[side], f"{r['subject']} {side} knee")
             planes[i, k] = prepare_knee(img, side, tmpl, int(centre) if centre else None,
-                                        what=f"{r['subject']} {side} knee").planes
+                                        what=f"{r['subject']} {side} knee", localiser=localiser).planes
         labels[i] = int(r["painful_side"] == "right")
         groups.append((r.get("group") or "").strip() or r["subject"])
         ids.append(r["subject"])
@@ -156,7 +158,7 @@ def template_from_table(rows: List[Dict[str, str]], base: Path, subject: Optiona
 # --- the recipe of the bundled demo model -----------------------------------------------------------
 # Version of what the simulator and the pre-processing make of a recipe: part of the pain-train data cache
 # key, so pairs cached by older code are simulated again. Raise it when either changes its output.
-DATA_VERSION = 2
+DATA_VERSION = 3  # 3: the joint localiser bounds the template alignment
 HELD_OUT_SUBJECTS = ("9055361", "9057479")  # never used for the template or training: acceptance tests
 
 

@@ -29,7 +29,7 @@ from mskquant.headless import SlicerRuntime, current_runtime
 from mskquant.image import Image
 from mskquant.progress import Progress, as_progress
 
-from .parameters import OUTPUT_FILES, PainCAMParameters  # noqa: F401  (OUTPUT_FILES: the export's files)
+from .parameters import DEFAULT_MODEL, OUTPUT_FILES, PAIN_TASK, PainCAMParameters  # noqa: F401  (OUTPUT_FILES: the export's files)
 from .pipeline import SIDES, PainModel, PainResult, analyse_pair, load_pain_model
 
 HEAT_COLOR_NODE = "MSKQuant CAM heat"
@@ -84,8 +84,9 @@ class PainCAMLogic:
         from mskquant.device import select_device
 
         spec = self.model_store.registry.get(params.model_id)
-        if spec.module != "SiamesePainCAM":
-            raise InputError(f"Model '{spec.id}' belongs to {spec.module}, not SiamesePainCAM: choose a pain model.")
+        if spec.module != "SiamesePainCAM" or spec.task != PAIN_TASK:
+            raise InputError(f"Model '{spec.id}' is a {spec.module} {spec.task} model, not a SiamesePainCAM "
+                             f"{PAIN_TASK} model: choose a pain model (e.g. {DEFAULT_MODEL}).")
         device = select_device(params.device)
         key = (spec.id, spec.version, str(device))
         if key not in self._models:

@@ -14,6 +14,7 @@ from mskquant.errors import InputError
 
 AUTO = -1
 DEFAULT_MODEL = "siamese-pain-demo"
+PAIN_TASK = "painful-knee-classification"  # the registry task of pain models (not the joint localiser)
 # Kept here (no torch, no Slicer) so the command line can list them without loading either.
 POOLINGS = ("average", "lse")
 OUTPUT_FILES = ("pain.json", "pain.csv", "cam_left.nii.gz", "cam_right.nii.gz", "cam_overlay.png")

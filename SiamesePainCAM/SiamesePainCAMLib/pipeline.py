@@ -31,6 +31,7 @@ from mskquant.image import Geometry, Image
 from mskquant.progress import Progress, as_progress
 
 from .cam import PainPrediction, predict, prepare_model_for_inference
+from .localiser import JointLocaliser, default_localiser
 from .network import ARCHITECTURE_NAME, SiamesePainNet, build_network
 from .preprocessing import PreparedKnee, Template, map_planes_to_volume, plane_of_slice, prepare_knee
 
@@ -57,11 +58,14 @@ class PainModel:
     model_id: str = ""
     version: str = ""
     sha256: str = ""
+    localiser: Optional[JointLocaliser] = None  # keeps the template alignment at the joint
 
 
 def load_pain_model(weights_path, architecture: Dict, device: torch.device, model_id: str = "", version: str = "",
-                    sha256: str = "") -> PainModel:
-    """A trained network (its template inside) ready for inference on ``device``."""
+                    sha256: str = "", localiser: "JointLocaliser | str | None" = "default") -> PainModel:
+    """A trained network (its template inside) ready for inference on ``device``, with the
+    registered joint localiser (``localiser="default"``), a given one, or none (``None``: the
+    alignment follows the template alone, as before the localiser)."""
     from mskquant.unet import load_weights
 
     if architecture.get("name") != ARCHITECTURE_NAME:
@@ -74,7 +78,12 @@ def load_pain_model(weights_path, architecture: Dict, device: torch.device, mode
         raise ModelError(f"Model '{model_id or weights_path}' carries no alignment template: train it with "
                          f"'mskquant pain-train', which stores the template with the weights.")
     net.eval()
-    return PainModel(prepare_model_for_inference(net, device), Template(template), device, model_id, version, sha256)
+    if isinstance(localiser, str):
+        if localiser != "default":
+            raise ValueError(f"localiser must be 'default', a JointLocaliser or None, not {localiser!r}")
+        localiser = default_localiser(device)
+    return PainModel(prepare_model_for_inference(net, device), Template(template), device, model_id, version, sha256,
+                     localiser)
 
 
 @dataclass
@@ -172,7 +181,8 @@ def analyse_pair(model: PainModel, left: Image, right: Image, centre_left: Optio
     images = {"left": left, "right": right}
     for n, side in enumerate(SIDES):
         prepared[side] = prepare_knee(images[side], side, model.template, centres[side],
-                                      progress=progress.sub(0.4 * n, 0.4 * (n + 1)), what=f"{side} knee")
+                                      progress=progress.sub(0.4 * n, 0.4 * (n + 1)), what=f"{side} knee",
+                                      localiser=model.localiser)
         warnings.extend(prepared[side].warnings)
     t1 = time.monotonic()
     margins = {s: prepared[s].centre_estimate.laterality_margin for s in SIDES}

@@ -57,6 +57,7 @@ ROTATIONS_DEG = tuple(np.arange(-12.0, 12.01, 3.0))
 SPACING_TOLERANCE = 0.15
 SIDES = ("left", "right")
 FFT_WORKERS = 2
+JOINT_WINDOW_MM = 10.0  # the template's joint kept this close to the joint the localiser finds
 
 
 # --- the knee's frame: which axis is sagittal, which way is lateral --------------------------
@@ -316,6 +317,14 @@ class Template:
         self.planes = np.asarray(planes, np.float32)
         self.align = TemplateMatcher(self.planes, COARSE_MM)
         self.centre = TemplateMatcher(self.planes, CENTRE_MM, rotations_deg=(0.0,))
+        self._joints = {}  # localiser id -> JointEstimate of the template's own joint
+
+    def joint(self, localiser) -> "JointEstimate":
+        """Where ``localiser`` finds the joint in the template ((down, back) mm from the crop centre)."""
+        key = (localiser.model_id, localiser.version, id(localiser))
+        if key not in self._joints:
+            self._joints[key] = localiser.locate_in_crops(self.planes, PIXEL_MM)
+        return self._joints[key]
 
 
 class SliceCorrelator:
@@ -373,16 +382,43 @@ class Alignment:
         return [math.degrees(self.theta_rad), float(self.t_uv[0]), float(self.t_uv[1]), self.score]
 
 
-def align_plane(corr: SliceCorrelator, matcher: TemplateMatcher, plane: int, origin_uv: np.ndarray) -> Alignment:
-    """Best rotation and translation of template slice ``plane`` within one coarse slice."""
+@dataclass(frozen=True)
+class JointWindow:
+    """Where the template may be placed: its own joint point ``template_q`` ((down, back) mm from the
+    crop centre) must land within ``radius_mm`` of the knee's joint ``joint_uv`` found from the anatomy."""
+
+    joint_uv: np.ndarray
+    template_q: np.ndarray
+    radius_mm: float = JOINT_WINDOW_MM
+
+    def allowed(self, corr: SliceCorrelator, matcher: TemplateMatcher, origin_uv: np.ndarray, theta: float,
+                shape: Tuple[int, int]) -> np.ndarray:
+        rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+        centre_t = np.asarray(self.joint_uv, float) - rot @ np.asarray(self.template_q, float)
+        first = origin_uv + ((matcher.size - 1) / 2 - corr.pad) * matcher.pixel_mm  # t of map pixel (0, 0)
+        yy = first[0] + matcher.pixel_mm * np.arange(shape[0])[:, None] - centre_t[0]
+        xx = first[1] + matcher.pixel_mm * np.arange(shape[1])[None, :] - centre_t[1]
+        return yy ** 2 + xx ** 2 <= self.radius_mm ** 2
+
+
+def align_plane(corr: SliceCorrelator, matcher: TemplateMatcher, plane: int, origin_uv: np.ndarray,
+                window: Optional[JointWindow] = None) -> Alignment:
+    """Best rotation and translation of template slice ``plane`` within one coarse slice (with
+    ``window``: only placements that keep the template's joint near the knee's joint)."""
     best = (-np.inf, 0, (0, 0))
     maps = []
     for a in range(len(matcher.rotations)):
         m = corr.ncc(matcher, plane, a)
         maps.append(m)
-        pos = np.unravel_index(int(np.argmax(m)), m.shape)
-        if m[pos] > best[0]:
+        search = m
+        if window is not None:
+            ok = window.allowed(corr, matcher, origin_uv, float(matcher.rotations[a]), m.shape)
+            search = np.where(ok & np.isfinite(m), m, -np.inf)
+        pos = np.unravel_index(int(np.argmax(search)), m.shape)
+        if search[pos] > best[0]:
             best = (float(m[pos]), a, pos)
+    if not np.isfinite(best[0]):  # nothing allowed inside the field of view: the window is dropped
+        return align_plane(corr, matcher, plane, origin_uv, None)
     score, a, (y, x) = best
     m = maps[a]
     dy = _parabolic(m[y - 1, x], m[y, x], m[y + 1, x]) if 0 < y < m.shape[0] - 1 else 0.0
@@ -487,6 +523,7 @@ class PreparedKnee:
     intensity_range: Tuple[float, float]
     centre_estimate: Optional[CentreEstimate] = None
     warnings: List[str] = field(default_factory=list)
+    joint: Optional[dict] = None  # the joint localiser's estimates and whether they bounded the alignment
 
     def summary(self) -> dict:
         return {
@@ -501,6 +538,7 @@ class PreparedKnee:
             "alignments_replaced_by_median": int(sum(a.replaced for a in self.alignments)),
             "intensity_range": list(self.intensity_range),
             "laterality_margin": None if self.centre_estimate is None else self.centre_estimate.laterality_margin,
+            "joint_localiser": self.joint,
         }
 
 
@@ -576,17 +614,37 @@ def check_slice_count(frame: KneeFrame, what: str) -> None:
             f"(MSKQuant does not pad missing slices, which the network never saw in training).")
 
 
+def joint_window(arr: np.ndarray, frame: KneeFrame, indices: np.ndarray, template: Template, localiser,
+                 what: str) -> Tuple[Optional[JointWindow], dict, List[str]]:
+    """The alignment window from the joint localiser on the knee and on the template, the
+    summary of both estimates, and a warning when either cannot be used."""
+    knee = localiser.locate(arr, frame, indices)
+    own = template.joint(localiser)
+    summary = {"model": f"{localiser.model_id} {localiser.version}".strip(), "knee": knee.summary(),
+               "template": own.summary(), "window_mm": JOINT_WINDOW_MM, "bounded": bool(knee.usable and own.usable)}
+    if not own.usable:
+        return None, summary, [f"The joint localiser does not find the joint in the model's template (confidence "
+                               f"{own.confidence:.2f}): the {what} slices were aligned by the template alone."]
+    if not knee.usable:
+        return None, summary, [f"The joint localiser does not find the femorotibial joint in the {what} (confidence "
+                               f"{knee.confidence:.2f}): the slices were aligned by the template alone; check that "
+                               f"the crop holds the joint (pain.json / the CAM overlay)."]
+    return JointWindow(knee.uv, own.uv), summary, []
+
+
 def prepare_knee(image: Image, side: str, template: "np.ndarray | Template | None" = None,
                  centre: Optional[int] = None,
                  joint_centre_uv: Optional[Sequence[float]] = None, progress: "Progress | None" = None,
-                 what: Optional[str] = None) -> PreparedKnee:
+                 what: Optional[str] = None, localiser=None) -> PreparedKnee:
     """Centre slice, 23 planes, alignment, crop, resize and normalisation of one knee.
 
     ``template`` is the model's (23, 224, 224) template or a :class:`Template` made from it
     (reuse one across knees: it caches the rotated templates and their FFTs).
     With ``template`` None the planes are not registered: they are cropped around
     ``joint_centre_uv`` (default: the middle of the field of view) — the way a template
-    itself is made from a reference knee.
+    itself is made from a reference knee. With a ``localiser``
+    (:class:`.localiser.JointLocaliser`) the template alignment is kept within
+    ``JOINT_WINDOW_MM`` of the joint found from the anatomy (:func:`joint_window`).
     """
     progress = as_progress(progress)
     what = what or f"{side} knee"
@@ -622,11 +680,16 @@ def prepare_knee(image: Image, side: str, template: "np.ndarray | Template | Non
     indices = frame.plane_indices(centre_used)
     progress(0.6, f"Aligning the {what} slices to the template")
     alignments: List[Alignment] = []
+    joint = None
     if template is not None:
+        window = None
+        if localiser is not None:
+            window, joint, notes = joint_window(arr, frame, indices, template, localiser, what)
+            warnings.extend(notes)
         stack = coarse_stack(arr, frame, COARSE_MM)
         for o, f in enumerate(indices):
             corr = SliceCorrelator(interpolate_stack(stack, f), template.align)
-            alignments.append(align_plane(corr, template.align, o, stack.origin_uv))
+            alignments.append(align_plane(corr, template.align, o, stack.origin_uv, window))
         alignments = regularise(alignments)
     else:
         if joint_centre_uv is None:
@@ -642,7 +705,8 @@ def prepare_knee(image: Image, side: str, template: "np.ndarray | Template | Non
         planes[o] = crop_plane(take_plane(arr, frame, float(f)), A, c, alignments[o])
     planes, rng = normalise_intensities(planes)
     progress(1.0, f"{what} pre-processed")
-    return PreparedKnee(side, frame, planes, int(centre_used), source, indices, alignments, rng, estimate, warnings)
+    return PreparedKnee(side, frame, planes, int(centre_used), source, indices, alignments, rng, estimate, warnings,
+                        joint)
 
 
 # --- back onto the input grid -------------------------------------------------------------------

@@ -17,7 +17,7 @@ import slicer
 
 from mskquant.panel import BatchSection, RunControls, SceneObserver, export_outputs, module_parameter_node, show_volume
 
-from .parameters import AUTO, DEFAULT_MODEL, PainCAMParameters
+from .parameters import AUTO, DEFAULT_MODEL, PAIN_TASK, PainCAMParameters
 
 
 class SiamesePainCAMPanel:
@@ -54,7 +54,7 @@ class SiamesePainCAMPanel:
         try:
             from mskquant.models import ModelRegistry
 
-            ids = [s.id for s in ModelRegistry().specs() if s.module == "SiamesePainCAM"]
+            ids = [s.id for s in ModelRegistry().specs() if s.module == "SiamesePainCAM" and s.task == PAIN_TASK]
         except Exception:  # a broken user registry must not break the panel; Run reports it
             ids = []
         for model_id in ids or [DEFAULT_MODEL]:
