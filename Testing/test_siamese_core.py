@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from mskquant.errors import InputError
 from mskquant.image import Geometry, Image
@@ -313,3 +314,64 @@ def test_roc_auc_matches_mann_whitney_with_ties():
     assert fpr[0] == 0 and tpr[-1] == 1 and np.all(np.diff(fpr) >= 0)
     with pytest.raises(ValueError):
         roc_auc([1, 1], [0.2, 0.3])
+
+
+# --- pairs without a lesion (issue 15: calibration) -------------------------------------------------
+def test_soft_cross_entropy_is_the_paper_loss_for_hard_labels_and_wants_one_half_for_none():
+    from SiamesePainCAMLib.training import NO_LESION, soft_cross_entropy
+
+    logits = torch.tensor([[0.3, -1.2], [2.0, 0.5], [0.0, 0.0]])
+    hard = torch.tensor([1, 0, 1])
+    assert float(soft_cross_entropy(logits, hard.float())) == pytest.approx(float(F.cross_entropy(logits, hard)))
+    # a lesion-free pair: the loss is smallest when both classes are equally likely
+    z = torch.linspace(-3, 3, 61)
+    losses = [float(soft_cross_entropy(torch.stack([torch.zeros(()), v])[None], torch.tensor([NO_LESION])))
+              for v in z]
+    assert abs(float(z[int(np.argmin(losses))])) < 1e-6
+
+
+def test_painless_cam_penalty_covers_both_knees_of_a_lesion_free_pair():
+    from SiamesePainCAMLib.training import NO_LESION, painless_cam_penalty
+
+    cams = torch.zeros(3, 2, 23, 4, 4)
+    cams[:, 0] = 1.0  # positive evidence in every left knee
+    cams[:, 1] = 2.0  # and twice as much in every right knee
+    per_pair = [float(painless_cam_penalty(cams[i:i + 1], torch.tensor([y])))
+                for i, y in enumerate((1.0, 0.0, NO_LESION))]
+    assert per_pair == pytest.approx([1.0, 4.0, 5.0])  # right painful -> the left counts; none -> both
+    # the batch value is the mean over pairs, as before for labels 0 and 1
+    assert float(painless_cam_penalty(cams, torch.tensor([1.0, 0.0, NO_LESION]))) == pytest.approx(10.0 / 3)
+
+
+def test_training_on_lesion_free_pairs_pulls_them_to_one_half():
+    """Toy pairs plus pairs without the bright square: after training, the lesion pairs rank
+    perfectly, the lesion-free ones sit near p = 0.5, and AUCs leave them out."""
+    from SiamesePainCAMLib.training import NO_LESION, _safe_auc
+
+    toy = _toy_pairs(n_subjects=4, pairs_each=2, seed=3)
+    rng = np.random.default_rng(9)
+    free = (rng.random((4, 2, 23, 224, 224), dtype=np.float32) * 0.3).astype(np.float16)
+    data = PairData(np.concatenate([toy.planes, free]), np.r_[toy.labels, [NO_LESION] * 4].astype(np.float32),
+                    np.r_[toy.groups, ["f0", "f0", "f1", "f1"]], toy.ids + [f"f{i}" for i in range(4)])
+    cfg = TrainingConfig(epochs=6, learning_rate=0.1, lr_step_epochs=20, batch_size=2,
+                         widths=(2, 4, 4, 4, 8, 8), device="cpu", seed=2)
+    train = np.r_[0:6, 8:11]
+    model, _, history = train_fold(data, train, np.r_[6, 7, 11], cfg, np.zeros((23, 224, 224), np.float32),
+                                   torch.device("cpu"))
+    probs, _ = predict_probabilities(model, data, np.arange(len(data)), torch.device("cpu"))
+    assert _safe_auc(data.labels, probs) == roc_auc(data.labels[:8].astype(int), probs[:8])
+    assert roc_auc(data.labels[:6].astype(int), probs[:6]) == 1.0
+    assert np.all(np.abs(probs[8:11] - 0.5) < 0.15), probs[8:11]
+    assert not np.isnan(history[-1]["val_auc"])  # the validation AUC ignores the lesion-free pair
+
+
+def test_simulated_dataset_with_lesion_free_pairs(analytic, analytic_template):
+    from SiamesePainCAMLib import datasets as ds
+    from SiamesePainCAMLib.training import NO_LESION
+
+    data, truth = ds.simulate_dataset([analytic], 3, analytic_template, seed=4, lesion_free_every=3)
+    assert list(data.labels) == [1.0, 0.0, NO_LESION]
+    assert [t.painful_side for t in truth] == ["right", "left", "none"] and truth[2].lesion_kind == "none"
+    pair = sim.simulate_pair(analytic, np.random.default_rng([4, 0, 2]), "x", "right", no_lesion=True)
+    assert pair.painful_side is None and pair.painful is None and pair.label == NO_LESION
+    assert not pair.left.lesion_mask.array.any() and not pair.right.lesion_mask.array.any()

@@ -81,6 +81,9 @@ def register(sub) -> None:
                    help="with --simulate: label-map subjects kept out of training and the template (held out for "
                         "testing; default 9055361,9057479; '' for none)")
     t.add_argument("--data-cache", help="with --simulate: keep the pre-processed pairs here and reuse them")
+    t.add_argument("--lesion-free-every", type=int, default=0, metavar="K",
+                   help="with --simulate: every K-th pair of each anatomy has no lesion, trained towards p = 0.5 "
+                        "(default 0: every pair has a lesion)")
     t.add_argument("--generator", default="project", choices=GENERATORS,
                    help="with --simulate: project (the fixed fat-suppressed IW look) or randomised (a random look, "
                         "acquisition and wider pose per knee: domain randomisation)")
@@ -267,6 +270,10 @@ def cmd_pain_train(args) -> int:
                   "seed": args.seed, "data_version": ds.DATA_VERSION}
         if args.generator != "project":  # project recipes keep the keys of the pairs they cached before
             recipe["generator"] = args.generator
+        if args.lesion_free_every < 0:
+            raise InputError(f"--lesion-free-every must be 0 or more (got {args.lesion_free_every}).")
+        if args.lesion_free_every:
+            recipe["lesion_free_every"] = args.lesion_free_every
         key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
         cache = Path(args.data_cache) / key if args.data_cache else None
         if cache is not None and (cache / "pairs.json").is_file() and (cache / "template.npy").is_file():
@@ -278,7 +285,8 @@ def cmd_pain_train(args) -> int:
             template = ds.simulated_template(anatomies, progress.sub(0.03, 0.04))
             data, _ = ds.simulate_dataset(anatomies, args.simulate, template, args.seed, cache,
                                           ds.subject_of_anatomy, progress.sub(0.04, 0.3),
-                                          variation=variation_of(args.generator), localiser=localiser)
+                                          variation=variation_of(args.generator), localiser=localiser,
+                                          lesion_free_every=args.lesion_free_every)
             if cache is not None:
                 np.save(cache / "template.npy", template)
                 (cache / "recipe.json").write_text(json.dumps(recipe, indent=2))

@@ -25,7 +25,7 @@ from mskquant.progress import Progress, as_progress
 
 from . import simulator as sim
 from .preprocessing import INPUT_PX, N_PLANES, Template, prepare_knee
-from .training import PairData
+from .training import PAIN_LABELS, PairData
 
 
 def simulated_template(anatomies: Sequence[sim.Anatomy], progress: "Progress | None" = None) -> np.ndarray:
@@ -57,7 +57,7 @@ class PairTruth:
 def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, template: np.ndarray, seed: int,
                      folder: Optional[Path] = None, subject_of=None, progress: "Progress | None" = None,
                      variation: Optional[sim.Variation] = None, kind_weights: Sequence[float] = (0.6, 0.4),
-                     localiser=None):
+                     localiser=None, lesion_free_every: int = 0):
     """Simulate and pre-process ``pairs_per_anatomy`` pairs of each anatomy.
 
     Painful sides alternate per anatomy (balanced classes); the lesion kind is drawn with
@@ -65,6 +65,8 @@ def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, t
     data; the paper's CAM hot spots were mostly effusion-synovitis). Returns the :class:`PairData` (memory-mapped in
     ``folder`` when given) and the ground truth of every pair. ``localiser``: the joint localiser
     the pre-processing uses at inference (:func:`.localiser.default_localiser`).
+    ``lesion_free_every`` k > 0: every k-th pair of each anatomy has no lesion in either knee
+    (label ``training.NO_LESION``).
     """
     progress = as_progress(progress)
     n = len(anatomies) * pairs_per_anatomy
@@ -76,7 +78,7 @@ def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, t
     else:
         planes = np.zeros(shape, np.float16)
     tmpl = Template(template)
-    labels = np.zeros(n, np.int64)
+    labels = np.zeros(n, np.float32)
     groups, ids, truth = [], [], []
     i = 0
     for a, anatomy in enumerate(anatomies):
@@ -85,16 +87,18 @@ def simulate_dataset(anatomies: Sequence[sim.Anatomy], pairs_per_anatomy: int, t
             progress(i / n, f"Simulating pair {i + 1}/{n} ({anatomy.name})")
             rng = np.random.default_rng([seed, a, p])
             side = "right" if (p + a) % 2 == 0 else "left"
+            no_lesion = lesion_free_every > 0 and p % lesion_free_every == lesion_free_every - 1
             pair = sim.simulate_pair(anatomy, rng, f"{anatomy.name}-{p:03d}", painful_side=side, variation=variation,
-                                     kind_weights=kind_weights)
+                                     kind_weights=kind_weights, no_lesion=no_lesion)
             prepared = [prepare_knee(k.image, k.side, tmpl, localiser=localiser) for k in (pair.left, pair.right)]
             planes[i, 0] = prepared[0].planes
             planes[i, 1] = prepared[1].planes
             labels[i] = pair.label
             groups.append(subject)
             ids.append(pair.subject)
-            truth.append(PairTruth(pair.subject, subject, anatomy.name, pair.painful_side, pair.lesion_kind,
-                                   pair.painful.lesion_site, pair.left.centre_slice, pair.right.centre_slice,
+            truth.append(PairTruth(pair.subject, subject, anatomy.name, pair.painful_side or "none",
+                                   pair.lesion_kind or "none", pair.painful.lesion_site if pair.painful else "",
+                                   pair.left.centre_slice, pair.right.centre_slice,
                                    prepared[0].centre_slice, prepared[1].centre_slice))
             i += 1
     if folder is not None:
@@ -120,7 +124,7 @@ def dataset_from_table(rows: List[Dict[str, str]], base: Path, template: np.ndar
     tmpl = Template(template)
     n = len(rows)
     planes = np.zeros((n, 2, N_PLANES, INPUT_PX, INPUT_PX), np.float16)
-    labels = np.zeros(n, np.int64)
+    labels = np.zeros(n, np.float32)
     groups, ids = [], []
     for i, r in enumerate(rows):
         progress(i / n, f"Pre-processing {r['subject']} ({i + 1}/{n})")
@@ -129,7 +133,7 @@ def dataset_from_table(rows: List[Dict[str, str]], base: Path, template: np.ndar
             img = read_image(Path(base) / r[side], f"{r['subject']} {side} knee")
             planes[i, k] = prepare_knee(img, side, tmpl, int(centre) if centre else None,
                                         what=f"{r['subject']} {side} knee", localiser=localiser).planes
-        labels[i] = int(r["painful_side"] == "right")
+        labels[i] = PAIN_LABELS[r["painful_side"]]
         groups.append((r.get("group") or "").strip() or r["subject"])
         ids.append(r["subject"])
     progress(1.0, f"{n} pairs pre-processed")

@@ -646,26 +646,33 @@ class SimulatedPair:
     anatomy: str
     left: SimulatedKnee
     right: SimulatedKnee
-    painful_side: str
-    lesion_kind: str
+    painful_side: Optional[str]  # None: a pair without a lesion
+    lesion_kind: Optional[str]
 
     @property
-    def label(self) -> int:
-        """1 when the right knee is the painful one (the paper's label 1)."""
-        return int(self.painful_side == "right")
+    def label(self) -> "int | float":
+        """1 when the right knee is the painful one (the paper's label 1), 0 the left, 0.5 neither."""
+        return 0.5 if self.painful_side is None else int(self.painful_side == "right")
 
     @property
-    def painful(self) -> SimulatedKnee:
+    def painful(self) -> Optional[SimulatedKnee]:
+        if self.painful_side is None:
+            return None
         return self.right if self.painful_side == "right" else self.left
 
 
 def simulate_pair(anatomy: Anatomy, rng: np.random.Generator, subject: str = "sim", painful_side: Optional[str] = None,
                   lesion_kind: Optional[str] = None, acquisition: Optional[Acquisition] = None,
-                  variation: Optional[Variation] = None, kind_weights: Sequence[float] = (0.6, 0.4)) -> SimulatedPair:
+                  variation: Optional[Variation] = None, kind_weights: Sequence[float] = (0.6, 0.4),
+                  no_lesion: bool = False) -> SimulatedPair:
     """Both knees of one simulated subject: the same anatomy (mirrored for the left knee),
-    posed, scaled, contrasted and noised independently; the lesion in the painful knee."""
-    painful_side = painful_side or ("right" if rng.random() < 0.5 else "left")
-    lesion_kind = lesion_kind or str(rng.choice(LESION_KINDS, p=np.asarray(kind_weights) / np.sum(kind_weights)))
+    posed, scaled, contrasted and noised independently; the lesion in the painful knee
+    (``no_lesion``: in neither knee, painful side None)."""
+    if no_lesion:
+        painful_side = lesion_kind = None
+    else:
+        painful_side = painful_side or ("right" if rng.random() < 0.5 else "left")
+        lesion_kind = lesion_kind or str(rng.choice(LESION_KINDS, p=np.asarray(kind_weights) / np.sum(kind_weights)))
     fov = rng.uniform(-10, 10, size=3)
     knees = {}
     for side in ("left", "right"):

@@ -22,6 +22,12 @@ that does not hurt (:func:`painless_cam_penalty`). Per-knee CAMs of a Siamese ne
 compares the knees also light up anatomy both knees share (its evidence cancels in the
 comparison, so cross-entropy never corrects it); the penalty removes that, so CAM maxima fall
 on what differs. It uses only the pair's label, no lesion location.
+
+Also beyond the paper: pairs **without a lesion** (label ``NO_LESION`` = 0.5: neither knee
+hurts more) can be trained on with the soft target P(right painful) = 0.5
+(:func:`soft_cross_entropy`), and the CAM penalty then applies to both knees; they take no
+part in AUCs and ROC curves (there is no side to rank). A network that never sees such pairs
+has no reason to say 0.5 when the knees look alike (issue 15: calibration).
 """
 
 from __future__ import annotations
@@ -92,10 +98,15 @@ class TrainingConfig:
         return SiamesePainNet(self.widths, N_PLANES, self.branch_per_location, INPUT_PX, self.pooling, self.lse_sharpness)
 
 
+NO_LESION = 0.5  # the label of a pair without a lesion: P(right painful) = 0.5
+PAIN_LABELS = {"left": 0.0, "right": 1.0, "none": NO_LESION}  # a pairs table's painful_side -> label
+
+
 @dataclass
 class PairData:
     """Pre-processed pairs: planes ``(N, 2, 23, 224, 224)`` (knee 0 left, 1 right), labels
-    (1 = right knee painful), subject groups (folds never split a group) and ids."""
+    (1 = right knee painful, 0 = left, ``NO_LESION`` = neither), subject groups (folds never
+    split a group) and ids."""
 
     planes: np.ndarray
     labels: np.ndarray
@@ -115,7 +126,7 @@ class PairData:
     def batch(self, idx: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.asarray(self.planes[np.sort(np.asarray(idx))], dtype=np.float32))
         order = np.argsort(np.argsort(np.asarray(idx)))  # back to the requested order
-        return x[torch.from_numpy(order)], torch.from_numpy(self.labels[np.asarray(idx)].astype(np.int64))
+        return x[torch.from_numpy(order)], torch.from_numpy(self.labels[np.asarray(idx)].astype(np.float32))
 
     @classmethod
     def load(cls, folder: Path) -> "PairData":
@@ -172,16 +183,31 @@ def predict_probabilities(model: SiamesePainNet, data: PairData, idx: np.ndarray
             progress.check()
         x, y = data.batch(idx[s:s + batch_size])
         logits = model(x.to(device))
-        loss += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
+        loss += float(soft_cross_entropy(logits, y.to(device), reduction="sum"))
         probs[s:s + len(y)] = F.softmax(logits, -1)[:, 1].cpu().numpy()
     return probs, loss / max(len(idx), 1)
 
 
+def lesion_pairs(labels) -> np.ndarray:
+    """Pairs with a painful side (label 0 or 1), not the lesion-free ones (``NO_LESION``)."""
+    labels = np.asarray(labels, float)
+    return (labels == 0.0) | (labels == 1.0)
+
+
 def _safe_auc(labels, scores) -> float:
-    labels = np.asarray(labels)
-    if labels.min() == labels.max():
+    """AUC over the pairs with a painful side (lesion-free pairs have no side to rank)."""
+    sel = lesion_pairs(labels)
+    labels = np.asarray(labels, float)[sel].astype(int)
+    if labels.size == 0 or labels.min() == labels.max():
         return float("nan")
-    return roc_auc(labels, scores)
+    return roc_auc(labels, np.asarray(scores)[sel])
+
+
+def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy against P(right painful) = ``y``: the paper's loss for labels 0 and 1, and for a
+    pair without a lesion (``NO_LESION`` = 0.5) the network is asked for 0.5 (neither knee)."""
+    y = y.to(logits.dtype)
+    return F.cross_entropy(logits, torch.stack([1.0 - y, y], dim=1), reduction=reduction)
 
 
 def painless_cam_penalty(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -192,9 +218,11 @@ def painless_cam_penalty(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     zero in every CAM, so the CAM of the painful knee is positive only where the knees differ —
     which is what a CAM should point at. No lesion location is used.
     """
-    painless = (1 - labels).long()  # label 1 = right painful -> knee 0 (left) is painless
-    picked = cams[torch.arange(cams.shape[0], device=cams.device), painless]
-    return F.relu(picked).pow(2).mean()
+    labels = labels.to(cams.dtype)
+    # label 1 = right painful -> knee 0 (left) is painless; 0 -> knee 1; NO_LESION (0.5) -> both
+    weight = torch.stack([(labels >= 0.5), (labels <= 0.5)], dim=1).to(cams.dtype)  # (N, 2)
+    per_knee = F.relu(cams).pow(2).flatten(2).mean(dim=2)  # (N, 2)
+    return (weight * per_knee).sum() / cams.shape[0]
 
 
 @dataclass
@@ -259,9 +287,9 @@ def train_fold(data: PairData, train_idx: np.ndarray, val_idx: np.ndarray, cfg: 
             x, y = x.to(device), y.to(device)
             if cfg.quiet_painless_cam > 0:
                 logits, cams, _ = model.forward_with_cam(x)
-                loss = F.cross_entropy(logits, y) + cfg.quiet_painless_cam * painless_cam_penalty(cams, y)
+                loss = soft_cross_entropy(logits, y) + cfg.quiet_painless_cam * painless_cam_penalty(cams, y)
             else:
-                loss = F.cross_entropy(model(x), y)
+                loss = soft_cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -301,7 +329,12 @@ class CrossValidation:
         return _safe_auc(self.labels, self.probabilities)
 
     def roc(self):
-        return roc_curve(self.labels, self.probabilities)
+        """(fpr, tpr, thresholds) over the pairs with a painful side, or None without both sides."""
+        sel = lesion_pairs(self.labels)
+        y = self.labels[sel].astype(int)
+        if y.size == 0 or y.min() == y.max():
+            return None
+        return roc_curve(y, self.probabilities[sel])
 
 
 def cross_validate(data: PairData, cfg: TrainingConfig, template: np.ndarray, work_dir: Path,
@@ -371,21 +404,24 @@ def write_reports(cv: CrossValidation, data: PairData, out, cfg: TrainingConfig)
     rows = []
     for r in cv.folds:
         for i, p in zip(r.test_idx, r.probabilities):
-            rows.append([data.ids[i], str(data.groups[i]), r.fold, int(data.labels[i]), p])
+            rows.append([data.ids[i], str(data.groups[i]), r.fold, f"{float(data.labels[i]):g}", p])
     write_rows_csv(out.path("predictions.csv"), ["pair", "subject", "fold", "label_right_painful", "p_right_painful"],
                    rows)
     write_rows_csv(out.path("history.csv"), ["fold", "epoch", "lr", "train_loss", "val_loss", "val_auc", "seconds"],
                    [[r.fold] + [h[k] for k in ("epoch", "lr", "train_loss", "val_loss", "val_auc", "seconds")]
                     for r in cv.folds for h in r.history])
-    fpr, tpr, _ = cv.roc()
-    chart = render.Chart(f"ROC, {len(cv.folds)}-fold cross-validation by subject (AUC {cv.auc:.3f})",
-                         "1 - specificity", "sensitivity",
-                         [render.Series(fpr, tpr, f"pooled, n={len(cv.labels)}", "line", (0.8, 0.1, 0.1)),
-                          render.Series([0, 1], [0, 1], "chance", "line", (0.6, 0.6, 0.6), 1.0)],
-                         x_range=(0, 1), y_range=(0, 1))
+    roc = cv.roc()
+    n_sided = int(lesion_pairs(cv.labels).sum())
+    series = [render.Series([0, 1], [0, 1], "chance", "line", (0.6, 0.6, 0.6), 1.0)]
+    if roc is not None:
+        series.insert(0, render.Series(roc[0], roc[1], f"pooled, n={n_sided}", "line", (0.8, 0.1, 0.1)))
+    title = (f"ROC, {len(cv.folds)}-fold cross-validation by subject (AUC {cv.auc:.3f})" if roc is not None else
+             "ROC: the tested pairs do not include both painful sides")
+    chart = render.Chart(title, "1 - specificity", "sensitivity", series, x_range=(0, 1), y_range=(0, 1))
     render.chart_png(chart, out.path("roc.png"))
     summary = {"auc_overall": cv.auc, "auc_per_fold": [r.auc for r in cv.folds],
-               "n_pairs": int(len(cv.labels)), "n_subjects": int(len(np.unique(data.groups))),
+               "n_pairs": int(len(cv.labels)), "n_lesion_free_pairs": int((~lesion_pairs(cv.labels)).sum()),
+               "n_subjects": int(len(np.unique(data.groups))),
                "best_fold": cv.best_fold, "config": asdict(cfg)}
     from mskquant.cli.common import write_json
 
@@ -405,6 +441,7 @@ def read_pairs_csv(path: Path) -> List[Dict[str, str]]:
         raise InputError(f"{path} needs a header with columns {', '.join(sorted(need))} "
                          f"(optional: center_left, center_right, group, role).")
     for n, r in enumerate(rows, start=2):
-        if r["painful_side"] not in ("left", "right"):
-            raise InputError(f"{path} line {n}: painful_side must be 'left' or 'right', not {r['painful_side']!r}.")
+        if r["painful_side"] not in PAIN_LABELS:
+            raise InputError(f"{path} line {n}: painful_side must be 'left', 'right' or 'none' (neither knee "
+                             f"painful), not {r['painful_side']!r}.")
     return rows
