@@ -185,3 +185,17 @@ def test_no_training_code_reads_the_independent_test_family():
     offenders = [str(f.relative_to(ROOT)) for f in files if pattern.search(f.read_text())]
     assert not offenders, f"training code imports the independent test family: {offenders}"
     assert pattern.search("from mskquant.testfamily import cases\n")  # the check itself can fail
+
+
+def test_pain_protocol_overrides_set_one_property_and_keep_the_covered_width():
+    """The robustness conditions of scripts/evaluate_pain_robustness.py: one acquisition property
+    changed, a new slice thickness covering the same width, no override = the protocol drawn."""
+    from mskquant.testfamily import cases as tf
+
+    p = tf.random_pain_protocol(np.random.default_rng(5))
+    assert tf._overridden(p, None) is p
+    q = tf._overridden(p, {"snr": 100.0})
+    assert q.snr == 100.0 and q.thickness_mm == p.thickness_mm and q.n_slices == p.n_slices
+    t = tf._overridden(p, {"thickness_mm": 1.0, "gap_mm": 0.0})
+    width = p.n_slices * (p.thickness_mm + p.gap_mm)
+    assert t.thickness_mm == 1.0 and abs(t.n_slices * 1.0 - width) <= 0.5

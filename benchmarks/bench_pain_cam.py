@@ -4,13 +4,13 @@ Target (issue 6): <= 2 s for one subject with CAMs on 2 CPU cores. Timed, on one
 pair (448 x 448 x 37 per knee, like the OAI SAG IW TSE), median of repeated runs after a
 warm-up:
 
-* ``analysis``: both knees pre-processed (centre-slice estimate, alignment of 23 slices to
-  the template, crop, resize), the network on all 46 slices with CAMs, and both CAMs mapped
+* ``analysis``: both knees pre-processed (centre-slice estimate, joint localiser, alignment
+  of 23 slices to the template, crop, resize), the network on all 46 slices with CAMs, and both CAMs mapped
   back onto the input grids — the whole ``pipeline.analyse_pair`` with the bundled model;
 * ``end to end``: as ``mskquant pain-cam`` does it — read both NIfTI files, run the Slicer
   logic (nodes, table, CAM volumes) and write pain.json, pain.csv, two CAM volumes and the
   overlay PNG;
-* baselines measured in the same run, network + CAMs on the same 46 slices only: the demo
+* baselines measured in the same run: the analysis without the joint localiser; network + CAMs on the same 46 slices only: the demo
   network as plain PyTorch (no batch-norm folding, no channels-last), and the paper's
   full-width branch (64-128-256-256-512-512), which is why the demo model is narrower.
 
@@ -59,6 +59,7 @@ def main() -> int:
     from mskquant.headless import create_headless_runtime
     from mskquant.imageio import write_image
     from mskquant.models import ModelStore
+    from mskquant.unet import load_weights
 
     from SiamesePainCAMLib import network, simulator as sim
     from SiamesePainCAMLib.cam import predict
@@ -78,6 +79,10 @@ def main() -> int:
     res = analyse_pair(model, pair.left.image, pair.right.image)
     parts = ", ".join(f"{k} {v:.2f} s" for k, v in res.timings_s.items() if k != "total")
     print(f"analysis (46 slices + CAMs on the input grids): median {med:.2f} s, best {best:.2f} s  ({parts})")
+    bare = load_pain_model(store.ensure(spec.id)[0], spec.architecture, device, spec.id, localiser=None)
+    med_bare, _ = timed(lambda: analyse_pair(bare, pair.left.image, pair.right.image), args.repeats)
+    print(f"  the same without the joint localiser (template alignment alone): median {med_bare:.2f} s; "
+          f"the localiser adds {med - med_bare:+.2f} s ({med / med_bare:.2f}x)")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -100,7 +105,7 @@ def main() -> int:
 
     left, right = res.prepared["left"].planes, res.prepared["right"].planes
     plain = network.build_network(spec.architecture["params"])
-    plain.load_state_dict(torch.load(store.ensure(spec.id)[0], map_location="cpu", weights_only=True))
+    load_weights(plain, store.ensure(spec.id)[0])  # a bare state dict or pain-train's {state_dict, architecture}
     plain.eval()
     med_fast, _ = timed(lambda: predict(model.network, left, right, device), args.repeats)
     med_plain, _ = timed(lambda: predict(plain, left, right, device), args.repeats)

@@ -18,7 +18,7 @@ acquisition, for the multi-tissue segmentation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Optional
 
 import numpy as np
@@ -168,10 +168,25 @@ def _shifted(labels: Image, dr_mm: float) -> Image:
     return Image(labels.array, Geometry(labels.geometry.shape_ijk, m))
 
 
-def pain_knee(labels: Image, side: str, rng: np.random.Generator, lesion: Optional[str]) -> PainKnee:
-    """One knee as IW fat-suppressed TSE; ``lesion`` 'effusion', 'bml' or None."""
+def _overridden(p: aq.Protocol, overrides: Optional[Dict[str, object]]) -> aq.Protocol:
+    """The protocol with some properties set (robustness conditions); a new slice thickness keeps
+    the covered width."""
+    if not overrides:
+        return p
+    width = p.n_slices * (p.thickness_mm + p.gap_mm)
+    p = replace(p, **overrides)
+    if "thickness_mm" in overrides:
+        p = replace(p, n_slices=int(round(width / (p.thickness_mm + p.gap_mm))))
+    return p
+
+
+def pain_knee(labels: Image, side: str, rng: np.random.Generator, lesion: Optional[str],
+              protocol_overrides: Optional[Dict[str, object]] = None, inverted: bool = False) -> PainKnee:
+    """One knee as IW fat-suppressed TSE; ``lesion`` 'effusion', 'bml' or None. ``protocol_overrides``
+    set acquisition properties (e.g. ``{"snr": 100.0}``); ``inverted``: a T1-like look (fluid and an
+    effusion dark, fat and marrow bright, oedema darker than marrow). Neither draws extra random numbers."""
     knee = fa.build_knee(labels, rng, side, side, effusion=lesion == "effusion")
-    p = random_pain_protocol(rng)
+    p = _overridden(random_pain_protocol(rng), protocol_overrides)
     pd, t2, t1 = _tables(rng)
     tr, te = rng.uniform(3000.0, 3600.0), rng.uniform(25.0, 35.0)
     sat = rng.uniform(0.05, 0.2)
@@ -181,6 +196,10 @@ def pain_knee(labels: Image, side: str, rng: np.random.Generator, lesion: Option
     t2[fa.LESION] = t2[fa.MARROW]
     if lesion == "bml":
         pd[fa.LESION], t2[fa.LESION], t1[fa.LESION] = fs.OEDEMA[0] * rng.uniform(0.85, 1.0), fs.OEDEMA[1], fs.OEDEMA[2]
+    if inverted:  # short TR/TE: T1 weighting, no fat suppression
+        pd[fa.FAT] /= sat
+        pd[fa.MARROW] /= sat
+        tr, te = 500.0, 12.0
     weight = (pd * (1.0 - np.exp(-tr / t1)) * np.exp(-te / t2)).astype(np.float32)
 
     def signal(code, depth, tex, ras):
@@ -195,14 +214,17 @@ def pain_knee(labels: Image, side: str, rng: np.random.Generator, lesion: Option
     return PainKnee(Image(img[0], grid), Image(mask, grid), side, _centroid(labels, (4,)))
 
 
-def pain_pair(labels: Image, rng: np.random.Generator, painful_side: Optional[str], lesion_kind: Optional[str]
-              ) -> PainPair:
-    """Right knee = ``labels`` (a right knee), left knee = its mirror image; lesion in the painful one."""
+def pain_pair(labels: Image, rng: np.random.Generator, painful_side: Optional[str], lesion_kind: Optional[str],
+              protocol_overrides: Optional[Dict[str, object]] = None, inverted: bool = False) -> PainPair:
+    """Right knee = ``labels`` (a right knee), left knee = its mirror image; lesion in the painful one
+    (``protocol_overrides`` and ``inverted`` as :func:`pain_knee`, for both knees)."""
     if lesion_kind == "bml" and not np.isin(np.asarray(labels.array), (7, 8, 9)).any():
         raise ValueError("this label map has no bone lesion (labels 7-9) to render as a bone-marrow lesion")
-    right = pain_knee(labels, "right", rng, lesion_kind if painful_side == "right" else None)
+    right = pain_knee(labels, "right", rng, lesion_kind if painful_side == "right" else None, protocol_overrides,
+                      inverted)
     left_labels = _shifted(fa.mirrored(labels), LEFT_OFFSET_MM)
-    left = pain_knee(left_labels, "left", rng, lesion_kind if painful_side == "left" else None)
+    left = pain_knee(left_labels, "left", rng, lesion_kind if painful_side == "left" else None, protocol_overrides,
+                     inverted)
     return PainPair(left, right, painful_side, lesion_kind if painful_side else None)
 
 
