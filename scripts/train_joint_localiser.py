@@ -117,8 +117,7 @@ def main(argv=None) -> int:
     t1 = time.time()
 
     def report(frac, msg):
-        if msg.endswith("0") or frac >= 1:
-            print(f"  {msg}", flush=True)
+        print(f"  {msg}", flush=True)
 
     net = lt.train(train, a.steps, lr=a.lr, seed=a.seed, progress=report)
     err = lt.errors_mm(net, val)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import fft as sfft
@@ -42,6 +42,9 @@ from scipy import ndimage
 from mskquant.errors import InputError
 from mskquant.image import SAGITTAL_MAX_OBLIQUITY_DEG, Geometry, Image, sagittal_obliquity_warnings
 from mskquant.progress import Progress, as_progress
+
+if TYPE_CHECKING:  # the localiser imports this module; only its types are needed here
+    from .localiser import JointEstimate, JointLocaliser
 
 N_PLANES = 23  # centre ± 11 (paper)
 HALF = N_PLANES // 2
@@ -319,7 +322,7 @@ class Template:
         self.centre = TemplateMatcher(self.planes, CENTRE_MM, rotations_deg=(0.0,))
         self._joints = {}  # localiser id -> JointEstimate of the template's own joint
 
-    def joint(self, localiser) -> "JointEstimate":
+    def joint(self, localiser: "JointLocaliser") -> "JointEstimate":
         """Where ``localiser`` finds the joint in the template ((down, back) mm from the crop centre)."""
         key = (localiser.model_id, localiser.version, id(localiser))
         if key not in self._joints:
