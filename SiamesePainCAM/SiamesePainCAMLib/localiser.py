@@ -68,13 +68,6 @@ def canvas_of_slice(plane: np.ndarray, A: np.ndarray, c: np.ndarray, centre_uv: 
     return crop_plane(plane, A, c, Alignment(0.0, np.asarray(centre_uv, float), 1.0), CANVAS_PX, CANVAS_MM)
 
 
-def canvas_centre_uv(frame, shape_kji, index: float) -> np.ndarray:
-    """The (u, v) mm of the middle of a slice's field of view."""
-    a_ax, b_ax = frame.in_plane_axes
-    A, c = frame.slice_affine(float(index))
-    return A @ np.array([(shape_kji[a_ax] - 1) / 2, (shape_kji[b_ax] - 1) / 2]) + c
-
-
 def pixel_to_uv(centre_uv: Sequence[float], yx: Sequence[float]) -> np.ndarray:
     """Canvas pixel (row, column) -> (u, v) mm."""
     return np.asarray(centre_uv, float) + CANVAS_MM * (np.asarray(yx, float) - (CANVAS_PX - 1) / 2)
@@ -144,7 +137,7 @@ class JointLocaliser:
         mid = len(plane_indices) // 2
         half = PLANES_USED // 2
         used = list(plane_indices)[max(0, mid - half): mid + half + 1]
-        centre = canvas_centre_uv(frame, array_kji.shape, used[len(used) // 2])
+        centre = frame.field_centre_uv(used[len(used) // 2])
         canvases = []
         for f in used:
             A, c = frame.slice_affine(float(f))

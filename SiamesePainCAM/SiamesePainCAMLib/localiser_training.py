@@ -24,7 +24,7 @@ from mskquant.progress import Progress, as_progress
 
 from . import randomise as rz
 from . import simulator as sim
-from .localiser import (CANVAS_MM, CANVAS_PX, build_localiser, canvas_centre_uv, canvas_of_slice, heatmap_loss,
+from .localiser import (CANVAS_MM, CANVAS_PX, build_localiser, canvas_of_slice, heatmap_loss,
                         normalise_volume, peak_of, pixel_to_uv, uv_to_pixel)
 from .preprocessing import knee_frame, take_plane
 
@@ -84,7 +84,7 @@ def knee_samples(knee: sim.SimulatedKnee, rng: np.random.Generator, per_knee: in
     canvases, targets = [], []
     for n in chosen:
         A, c = frame.slice_affine(float(n))
-        centre = canvas_centre_uv(frame, vol.shape, n) + rng.uniform(-CANVAS_SHIFT_MM, CANVAS_SHIFT_MM, 2)
+        centre = frame.field_centre_uv(n) + rng.uniform(-CANVAS_SHIFT_MM, CANVAS_SHIFT_MM, 2)
         target = uv_to_pixel(centre, joint_uv)
         canvas = canvas_of_slice(take_plane(vol, frame, float(n)), A, c, centre)
         if rng.random() < NARROW_FOV_PROBABILITY:

@@ -105,6 +105,13 @@ class KneeFrame:
         c = proj @ (m[:3, 3] + m[:3, 2 - self.slice_axis] * index)
         return A, c
 
+    def field_centre_uv(self, index: float) -> np.ndarray:
+        """``(u, v)`` mm of the middle of slice ``index``'s field of view."""
+        a, b = self.in_plane_axes
+        A, c = self.slice_affine(float(index))
+        shape = self.geometry.shape_kji
+        return A @ np.array([(shape[a] - 1) / 2, (shape[b] - 1) / 2]) + c
+
     def plane_indices(self, centre: float) -> np.ndarray:
         """Input slice index (possibly fractional) of each model plane, lateral offsets positive."""
         offsets = np.arange(-HALF, HALF + 1, dtype=float)
@@ -696,10 +703,7 @@ def prepare_knee(image: Image, side: str, template: "np.ndarray | Template | Non
         alignments = regularise(alignments)
     else:
         if joint_centre_uv is None:
-            a_ax, b_ax = frame.in_plane_axes
-            A, c = frame.slice_affine(float(centre_used))
-            mid = np.array([(arr.shape[a_ax] - 1) / 2, (arr.shape[b_ax] - 1) / 2])
-            joint_centre_uv = A @ mid + c
+            joint_centre_uv = frame.field_centre_uv(centre_used)
         alignments = [Alignment(0.0, np.asarray(joint_centre_uv, float), 1.0) for _ in indices]
     progress(0.8, f"Cropping the {what} slices")
     planes = np.empty((N_PLANES, INPUT_PX, INPUT_PX), np.float32)
