@@ -36,9 +36,10 @@ no measurable T2 and stay NaN, as do voxels with non-finite or all-zero echoes (
 Solver: a weighted log-linear fit of the floor-corrected signal gives the start, then
 vectorised Levenberg-Marquardt iterations on (ln A, R = 1/T2) with per-voxel damping and
 accept/reject until every voxel's T2 moves by less than 0.3 % (converged voxels leave the
-working set; at most 8 iterations), in float32 torch over chunks of 32 768 voxels that stay
-in the CPU caches; sums over echoes are small matrix products.
-Chunks run on worker threads with single-threaded torch (see :func:`_in_parallel`); progress
+working set; at most 8 iterations), in float32 numpy over chunks of 32 768 voxels that stay
+in the CPU caches; sums over echoes are small matrix products. No torch: a fit with a given
+mask does not pay for loading it (about 1.4 s per process).
+Chunks run on worker threads (see :func:`_in_parallel`); progress
 and cancel are checked between chunks. A log-linear fit (ordinary least squares of ln M over
 TE, no noise correction) is computed alongside for comparison. Goodness of fit is the
 coefficient of determination R^2 of the fitted echoes.
@@ -94,7 +95,7 @@ class FitSettings:
     noise_sigma: Optional[float] = None  # None: estimated from the background
     max_iterations: int = 8
     chunk_voxels: int = 32768
-    workers: Optional[int] = None  # threads fitting chunks (default: torch's thread count, i.e. the cores)
+    workers: Optional[int] = None  # threads fitting chunks (default: default_workers(), i.e. the cores)
     loglinear: bool = True  # also compute the log-linear T2 for comparison
 
     def validate(self, n_echoes: int) -> "FitSettings":
@@ -218,17 +219,18 @@ def judge_background(echo_decay: float, mean_rms: float) -> List[str]:
 
 
 # --- the solver --------------------------------------------------------------------------------
-def _torch():
-    import torch
+def _contract(weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``weights @ rows`` without BLAS: the chunks already run one per core, and BLAS's own
+    threads inside them oversubscribe the cores (measured: 2 chunk threads 0.76 s with BLAS
+    threads vs 0.37 s without, 1.9 M voxels on 2 cores)."""
+    return np.einsum("ij,jk->ik", weights, rows)
 
-    return torch
 
-
-def _init_weights(torch, te):
+def _init_weights(te):
     """[5, 2E] matrix turning the stacked [w; w y] rows into the weighted log-linear sums."""
     E = te.shape[0]
     t = te.reshape(E)
-    m = torch.zeros(5, 2 * E)
+    m = np.zeros((5, 2 * E), np.float32)
     m[0, :E] = 1.0  # sum w
     m[1, :E] = t  # sum w TE
     m[2, :E] = t * t  # sum w TE^2
@@ -237,34 +239,37 @@ def _init_weights(torch, te):
     return m
 
 
-def _init_loglinear(torch, M, te, floor2, buf):
+def _init_loglinear(M, te, floor2, buf):
     """Weighted log-linear start on the floor-corrected signal: (ln A, R).
 
     y = ln sqrt(max(M^2 - 2 sigma^2, 0.01 M^2)), weights w = S^2 (var ln S ~ sigma^2 / S^2).
     """
     E = M.shape[0]
     m2 = M * M
-    w = torch.sub(m2, floor2)
-    torch.maximum(w, m2.mul_(0.01), out=w).clamp_(min=1e-12)
-    torch.log(w, out=buf[E:2 * E]).mul_(0.5).mul_(w)  # w y
+    w = np.subtract(m2, np.float32(floor2))
+    np.maximum(w, np.multiply(m2, np.float32(0.01), out=m2), out=w)
+    np.maximum(w, np.float32(1e-12), out=w)
+    wy = np.log(w, out=buf[E:2 * E])
+    wy *= np.float32(0.5)
+    wy *= w
     buf[:E] = w
-    sw, st, stt, sy, sty = _init_weights(torch, te) @ buf[:2 * E]
+    sw, st, stt, sy, sty = _contract(_init_weights(te), buf[:2 * E])
     det = sw * stt - st * st
     slope = (sw * sty - st * sy) / det
     lnA = (sy - slope * st) / sw
-    R = torch.clamp(-slope, R_MIN, R_MAX)
-    bad = ~torch.isfinite(R) | ~torch.isfinite(lnA)
-    if bool(bad.any()):
-        R = torch.where(bad, torch.full_like(R, 1.0 / 40.0), R)
-        lnA = torch.where(bad, torch.log(M.max(0).values + 1e-12) + R * te[0, 0], lnA)
+    R = np.clip(-slope, np.float32(R_MIN), np.float32(R_MAX))
+    bad = ~np.isfinite(R) | ~np.isfinite(lnA)
+    if bad.any():
+        R = np.where(bad, np.float32(1.0 / 40.0), R)
+        lnA = np.where(bad, np.log(M.max(0) + np.float32(1e-12)) + R * te[0, 0], lnA)
     return lnA, R
 
 
-def _sum_weights(torch, te):
+def _sum_weights(te):
     """[6, 3E] matrix turning the stacked [q^2; q r; r^2] rows into the six Gauss-Newton sums."""
     E = te.shape[0]
     t = te.reshape(E)
-    w = torch.zeros(6, 3 * E)
+    w = np.zeros((6, 3 * E), np.float32)
     w[0, 2 * E:] = 1.0  # sum r^2 (cost)
     w[1, :E] = 1.0  # sum q^2
     w[2, :E] = t  # sum TE q^2
@@ -274,94 +279,94 @@ def _sum_weights(torch, te):
     return w
 
 
-def _normal_sums(torch, M, lnA, R, te, floor2, weights, buf):
+def _normal_sums(M, lnA, R, te, floor2, weights, buf):
     """Cost and Gauss-Newton sums ``[6, n]`` of the noise-corrected model at (ln A, R).
 
     J = [dF/d(ln A), dF/dR] = [q, -TE q] with q = nu^2 / F, so the normal matrix is
     [[sum q^2, -sum TE q^2], [-sum TE q^2, sum TE^2 q^2]] and the gradient [sum q r, -sum TE q r].
     The sums over echoes are one small matrix product (fewer passes over memory than six
-    reductions).
+    reductions); the [E, n] work arrays are reused in place.
     """
     E = M.shape[0]
-    nu = torch.addcmul(lnA, R, te, value=-1.0).exp_()  # A exp(-R TE), [E, n]
-    nu2 = nu.mul_(nu)
-    F = torch.add(nu2, floor2).sqrt_()
-    q = nu2.div_(F)
-    r = torch.sub(M, F, out=F)
-    torch.mul(q, q, out=buf[:E])
-    torch.mul(q, r, out=buf[E:2 * E])
-    torch.mul(r, r, out=buf[2 * E:])
-    return weights @ buf
+    nu = np.multiply(te, R)
+    np.subtract(lnA, nu, out=nu)
+    nu2 = np.square(np.exp(nu, out=nu), out=nu)  # (A exp(-R TE))^2, [E, n]
+    F = np.sqrt(np.add(nu2, np.float32(floor2)))
+    q = np.divide(nu2, F, out=nu2)
+    r = np.subtract(M, F, out=F)
+    np.multiply(q, q, out=buf[:E])
+    np.multiply(q, r, out=buf[E:2 * E])
+    np.multiply(r, r, out=buf[2 * E:])
+    return _contract(weights, buf)
 
 
 def fit_curves(signals, echo_times_ms: Sequence[float], sigma: float, max_iterations: int = 8,
                loglinear: bool = True):
-    """Fit echo curves ``signals[E, n]`` (numpy or torch, magnitudes) at ``echo_times_ms``.
+    """Fit echo curves ``signals[E, n]`` (magnitudes) at ``echo_times_ms``.
 
-    Returns numpy float32 arrays ``(t2_ms, amplitude, r2, t2_loglinear_ms or None)``; T2 is
-    not yet limited to a valid range.
+    Returns float32 arrays ``(t2_ms, amplitude, r2, t2_loglinear_ms or None)``; T2 is not yet
+    limited to a valid range.
     """
-    torch = _torch()
-    M = torch.as_tensor(signals, dtype=torch.float32)
+    M = np.asarray(signals, dtype=np.float32)
     if M.ndim != 2:
         raise ValueError("signals must be [echoes, voxels]")
     E, n = M.shape
-    te = torch.as_tensor(np.asarray(echo_times_ms, dtype=np.float32)).reshape(E, 1)
+    te = np.asarray(echo_times_ms, dtype=np.float32).reshape(E, 1)
     floor2 = float(2.0 * sigma * sigma)
-    weights = _sum_weights(torch, te)
-    with torch.no_grad():
-        buf = torch.empty(3 * E, n)
-        lnA, R = _init_loglinear(torch, M, te, floor2, buf)
-        params = torch.stack([lnA, R])  # [2, n]
-        cur = _normal_sums(torch, M, params[0], params[1], te, floor2, weights, buf)
-        final_params, final_cost = params.clone(), cur[0].clone()
+    weights = _sum_weights(te)
+    f32 = np.float32
+    with np.errstate(all="ignore"):  # zero determinants and logs of 0 become NaN/inf and are handled
+        buf = np.empty((3 * E, n), np.float32)
+        lnA, R = _init_loglinear(M, te, floor2, buf)
+        params = np.stack([lnA, R])  # [2, n]
+        cur = _normal_sums(M, params[0], params[1], te, floor2, weights, buf)
+        final_params, final_cost = params.copy(), cur[0].copy()
         # Voxels leave the working set once converged, so a few slow ones (noise-floor tissue)
         # do not keep the whole chunk iterating.
-        idx = torch.arange(n)
-        Mw, pw, cw, lam = M, params, cur, torch.full((n,), 1e-3)
+        idx = np.arange(n)
+        Mw, pw, cw, lam = M, params, cur, np.full(n, 1e-3, np.float32)
         for it in range(max_iterations):
             cost, a11, a12n, a22, g1, g2n = cw
-            b11 = a11 * (1.0 + lam)
-            b22 = a22 * (1.0 + lam)
+            b11 = a11 * (f32(1.0) + lam)
+            b22 = a22 * (f32(1.0) + lam)
             det = b11 * b22 - a12n * a12n
-            det = torch.where(det > 0, det, torch.ones_like(det))
-            d_lnA = ((b22 * g1 - a12n * g2n) / det).clamp_(-2.0, 2.0)
+            det = np.where(det > 0, det, f32(1.0))
+            d_lnA = np.clip((b22 * g1 - a12n * g2n) / det, f32(-2.0), f32(2.0))
             d_R = (a12n * g1 - b11 * g2n) / det
-            new = torch.stack([pw[0] + d_lnA, (pw[1] + d_R).clamp_(R_MIN, R_MAX)])
-            trial = _normal_sums(torch, Mw, new[0], new[1], te, floor2, weights, buf[:, :idx.numel()])
-            ok = trial[0] <= cost * (1.0 + 1e-6)  # float32 rounding must not reject a converged step
+            new = np.stack([pw[0] + d_lnA, np.clip(pw[1] + d_R, f32(R_MIN), f32(R_MAX))])
+            trial = _normal_sums(Mw, new[0], new[1], te, floor2, weights, buf[:, :idx.size])
+            ok = trial[0] <= cost * f32(1.0 + 1e-6)  # float32 rounding must not reject a converged step
             # converged: an accepted step that moved T2 by < 0.3 %; what is left is far below the noise
             # (against 30 iterations: mean |difference| 0.002 ms on a whole simulated knee at SNR 30)
-            done = ok & ((new[1] - pw[1]).abs() < 3e-3 * pw[1])
-            rejected = torch.nonzero(~ok).squeeze(1)
-            if rejected.numel():  # usually few: patch them rather than blend everything
-                trial.index_copy_(1, rejected, cw.index_select(1, rejected))
-                new.index_copy_(1, rejected, pw.index_select(1, rejected))
+            done = ok & (np.abs(new[1] - pw[1]) < f32(3e-3) * pw[1])
+            rejected = np.flatnonzero(~ok)
+            if rejected.size:  # usually few: patch them rather than blend everything
+                trial[:, rejected] = cw[:, rejected]
+                new[:, rejected] = pw[:, rejected]
             pw, cw = new, trial
-            lam = torch.where(ok, lam * 0.2, lam * 10.0).clamp_(1e-7, 1e7)
+            lam = np.clip(np.where(ok, lam * f32(0.2), lam * f32(10.0)), f32(1e-7), f32(1e7))
             last = it == max_iterations - 1
-            finished = torch.nonzero(done).squeeze(1) if not last else torch.arange(idx.numel())
-            if last or finished.numel() > 0.1 * idx.numel():
-                out = idx.index_select(0, finished)
-                final_params[:, out] = pw.index_select(1, finished)
-                final_cost[out] = cw[0].index_select(0, finished)
-                if finished.numel() == idx.numel():
+            finished = np.flatnonzero(done) if not last else np.arange(idx.size)
+            if last or finished.size > 0.1 * idx.size:
+                out = idx[finished]
+                final_params[:, out] = pw[:, finished]
+                final_cost[out] = cw[0, finished]
+                if finished.size == idx.size:
                     break
-                keep = torch.nonzero(~done).squeeze(1)
-                idx, lam = idx.index_select(0, keep), lam.index_select(0, keep)
-                Mw, pw, cw = Mw.index_select(1, keep), pw.index_select(1, keep), cw.index_select(1, keep)
+                keep = np.flatnonzero(~done)
+                idx, lam = idx[keep], lam[keep]
+                Mw, pw, cw = Mw[:, keep], pw[:, keep], cw[:, keep]
         params, cur_cost = final_params, final_cost
-        total = ((M - M.mean(0, keepdim=True)) ** 2).sum(0)
-        r2 = torch.where(total > 0, 1.0 - cur_cost / total, torch.full_like(total, float("nan")))
-        t2 = 1.0 / params[1]
-        amp = torch.exp(params[0])
+        total = np.square(M - M.mean(0, keepdims=True)).sum(0)
+        r2 = np.where(total > 0, f32(1.0) - cur_cost / total, f32(np.nan))
+        t2 = f32(1.0) / params[1]
+        amp = np.exp(params[0])
         t2_ll = None
         if loglinear:  # ordinary least squares of ln M on TE: slope = sum (TE - mean TE) ln M / sum (...)^2
             dt = (te - te.mean()).reshape(1, E)
-            slope = (dt @ torch.log(M)).reshape(n) / float((dt * dt).sum())
-            t2_ll = torch.where(torch.isfinite(slope) & (slope < 0), -1.0 / slope,
-                                torch.full_like(slope, float("nan")))
-    return (t2.numpy(), amp.numpy(), r2.numpy(), None if t2_ll is None else t2_ll.numpy())
+            slope = _contract(dt, np.log(M)).reshape(n) / f32((dt * dt).sum())
+            t2_ll = np.where(np.isfinite(slope) & (slope < 0), f32(-1.0) / slope, f32(np.nan))
+    return tuple(None if a is None else np.asarray(a, np.float32) for a in (t2, amp, r2, t2_ll))
 
 
 def model_signal(amplitude, t2_ms, echo_times_ms, sigma: float) -> np.ndarray:
@@ -372,23 +377,36 @@ def model_signal(amplitude, t2_ms, echo_times_ms, sigma: float) -> np.ndarray:
     return np.sqrt(a * a * np.exp(-2.0 * te / t2) + 2.0 * sigma * sigma)
 
 
-def _in_parallel(task, n_tasks: int, workers: Optional[int]):
-    """Run ``task(0..n_tasks-1)`` on worker threads, each with single-threaded torch; yield the
-    number finished after each one (the caller reports progress and may raise Cancelled, which
-    stops the remaining tasks).
-
-    Chunks in separate threads instead of torch's intra-op threads: thousands of small kernels
-    per second each end in an OpenMP barrier, which stalls for a whole scheduler slice whenever
-    another process shares the cores (measured: 0.5 s becoming 5-50 s on a busy 2-core
-    machine); independent chunks just run slower.
-    """
+def default_workers() -> int:
+    """Threads that fit chunks: torch's thread count when torch is loaded (a batch worker or the
+    user set it), else ``OMP_NUM_THREADS``, else the cores this process may use."""
     import os
+    import sys
+
+    if "torch" in sys.modules:
+        return max(1, int(sys.modules["torch"].get_num_threads()))
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        n = 0
+    if n > 0:
+        return n
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _in_parallel(task, n_tasks: int, workers: Optional[int]):
+    """Run ``task(0..n_tasks-1)`` on worker threads; yield the number finished after each one
+    (the caller reports progress and may raise Cancelled, which stops the remaining tasks).
+
+    Independent chunks in separate threads (numpy releases the GIL in its array loops) rather
+    than a library's own thread pool: thousands of small operations per second each ending in
+    a barrier stall for a whole scheduler slice whenever another process shares the cores
+    (measured with torch's OpenMP threads: 0.5 s becoming 5-50 s on a busy 2-core machine);
+    independent chunks just run slower.
+    """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    torch = _torch()
-    workers = max(1, int(workers or torch.get_num_threads() or os.cpu_count() or 1))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    workers = max(1, int(workers or default_workers()))
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         pending = set()
@@ -405,7 +423,6 @@ def _in_parallel(task, n_tasks: int, workers: Optional[int]):
             yield finished
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(previous)
 
 
 def fit_t2(echoes: np.ndarray, echo_times_ms: Sequence[float], mask: Optional[np.ndarray] = None,
@@ -490,7 +507,7 @@ def fit_t2(echoes: np.ndarray, echo_times_ms: Sequence[float], mask: Optional[np
         for done in chunks:
             fit_progress(done / n_chunks, f"Fitting T2 ({fit_idx.size} voxels)")
     finally:
-        chunks.close()  # on cancel: drop the queued chunks, restore torch's threads
+        chunks.close()  # on cancel: drop the queued chunks
     lo, hi = settings.t2_range_ms
     valid = np.isfinite(t2_flat) & (t2_flat >= lo) & (t2_flat <= hi)
     n_out = int(fit_idx.size - valid.sum())  # fitted, but T2 outside the valid range (or undefined)
