@@ -175,6 +175,12 @@ def test_knee_t2_without_mask_segments_automatically(runs, tmp_path, cli):
     truth = read_image(ph / "truth_cartilage.nii.gz").array != 0
     assert (labels > 0).sum() == seg["counts"]["final"] and dice(labels > 0, truth) > 0.6
     assert "cartilage segmented by knee-femoral-cartilage-mese" in err
+    assert seg["precision"] == "float32"  # the default: the same numbers on every machine
+    rc, _, err = cli("knee-t2", "--mese", ph / "mese.nii.gz", "--precision", "bfloat16", "--out", tmp_path / "bf16", "-q")
+    assert rc == 0, err
+    half = json.loads((tmp_path / "bf16" / "knee_t2.json").read_text())["segmentation"]
+    assert half["precision"] == "bfloat16"
+    assert dice(read_image(tmp_path / "bf16" / "subregions.nii.gz").array > 0, labels > 0) > 0.99
 
 
 def test_bad_segmentation_models(runs, tmp_path, cli):

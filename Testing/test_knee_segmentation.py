@@ -236,6 +236,31 @@ def test_bundled_model_gives_the_same_mask_for_any_voxel_order():
     assert ref.sum() > 0
 
 
+@needs_bundled
+def test_bfloat16_runs_the_network_in_bfloat16_and_keeps_the_mask():
+    """``precision="bfloat16"`` reaches the network in the worker threads (autocast is per thread:
+    the probabilities change) and changes only voxels near the threshold; float32 is the default
+    and is recorded; an unknown precision is refused."""
+    from mskquant.device import bf16_supported
+    from mskquant.errors import MSKQuantError
+
+    ph = small_phantom()
+    model = load_model(DEFAULT_MODEL_ID, "cpu")
+    ref = segment(ph.series, model)
+    assert ref.precision == "float32" and ref.summary()["precision"] == "float32"
+    with pytest.raises(MSKQuantError, match="Unknown precision 'half'"):
+        segment(ph.series, model, precision="half")
+    auto = segment(ph.series, model, precision="auto")
+    assert auto.precision == ("bfloat16" if bf16_supported(torch.device("cpu")) else "float32")
+    half = segment(ph.series, model, precision="bfloat16")
+    assert half.precision == "bfloat16"
+    assert np.abs(half.probability - ref.probability).max() > 1e-3  # bfloat16 arithmetic did happen
+    assert np.abs(half.probability - ref.probability).max() < 0.5
+    both = np.logical_and(half.mask, ref.mask).sum()
+    dice = 2 * both / (half.mask.sum() + ref.mask.sum())
+    assert dice >= 0.99, dice
+
+
 # --- registering weights trained elsewhere ---------------------------------------------------------------------
 def test_models_add_reads_the_thresholds_from_the_file(tmp_path, model_dir, cli):
     from mskquant.models import ModelRegistry

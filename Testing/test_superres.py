@@ -94,7 +94,7 @@ def test_slab_inference_equals_whole_volume():
         whole = net(torch.from_numpy(x)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(slabs, whole, atol=2e-5)
     # bfloat16 arithmetic (the default where the CPU has it): the residual rounds, the image does not drift
-    from KneeT2SegmentLib.training import bf16_supported
+    from mskquant.device import bf16_supported
 
     if bf16_supported(torch.device("cpu")):
         low = _run_slabs(net, x, torch.device("cpu"), 7, Progress(), bf16=True)

@@ -17,7 +17,7 @@ memory of each worker process. Targets: (b) >= 2.5x (a); >= 1,500 volumes/hour o
 peak memory per worker <= 2 GB. Also checks that every batch case equals the loop's
 (``subregions.csv`` to 1e-6).
 
-    .venv/bin/python benchmarks/bench_batch.py [--cases 20] [--distinct 4] [--json FILE]
+    .venv/bin/python benchmarks/bench_batch.py [--cases 20] [--distinct 4] [--precision bfloat16] [--json FILE]
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths)), "MSKQUANT_DEVICE": "cpu"}
 
 
-def make_cases(work: Path, n: int, distinct: int) -> Path:
-    """``distinct`` phantoms (knee-phantom), ``n`` case folders of copies, and the manifest."""
+def make_cases(work: Path, n: int, distinct: int, precision: str = "float32") -> Path:
+    """``distinct`` phantoms (knee-phantom), ``n`` case folders of copies, and the manifest
+    (with a ``precision`` column: the network's arithmetic of every case)."""
     shared = ROOT.parent / "shared" / "data" / "knee_labelmaps"
     maps = sorted(shared.glob("*.nii.gz"))[:distinct] if shared.is_dir() else []
     if not maps:
@@ -63,19 +64,20 @@ def make_cases(work: Path, n: int, distinct: int) -> Path:
         (work / "cases" / case).mkdir(parents=True)
         for name in ("mese.nii.gz", "te.json", "mese.json"):
             shutil.copy(src / name, work / "cases" / case / name)
-        rows.append([case, f"cases/{case}/mese.nii.gz"])
+        rows.append([case, f"cases/{case}/mese.nii.gz", precision])
     with open(work / "cohort.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([["case", "mese"], *rows])
+        csv.writer(fh).writerows([["case", "mese", "precision"], *rows])
     print(f"{n} cases from {len(maps)} phantom(s) of {'real label maps' if shared.is_dir() else 'the analytic knee'}")
     return work / "cohort.csv"
 
 
-def shell_loop(work: Path, n: int) -> float:
+def shell_loop(work: Path, n: int, precision: str = "float32") -> float:
     script = ('for c in $(seq -f "case%03g" 0 $((N-1))); do '
-              '"$PY" -m mskquant.cli knee-t2 -q --mese "$W/cases/$c/mese.nii.gz" --out "$W/loop/$c" >/dev/null || exit 1; '
-              'done')
+              '"$PY" -m mskquant.cli knee-t2 -q --mese "$W/cases/$c/mese.nii.gz" --precision "$P" --out "$W/loop/$c" '
+              '>/dev/null || exit 1; done')
     t0 = time.perf_counter()
-    subprocess.run(["bash", "-c", script], check=True, env={**env(), "N": str(n), "PY": sys.executable, "W": str(work)})
+    subprocess.run(["bash", "-c", script], check=True,
+                   env={**env(), "N": str(n), "PY": sys.executable, "W": str(work), "P": precision})
     return time.perf_counter() - t0
 
 
@@ -132,13 +134,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=20)
     ap.add_argument("--distinct", type=int, default=4, help="phantoms simulated (cases cycle through copies)")
+    ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                    help="the segmentation network's arithmetic in every run (knee-t2 --precision)")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         work = Path(tmp)
-        manifest = make_cases(work, a.cases, min(a.distinct, a.cases))
+        manifest = make_cases(work, a.cases, min(a.distinct, a.cases), a.precision)
         load = [os.getloadavg()[0]]  # other jobs on the cores distort the figures: say how busy it was
-        loop_s = shell_loop(work, a.cases)
+        loop_s = shell_loop(work, a.cases, a.precision)
         load.append(os.getloadavg()[0])
         b1_s, s1, out1, st1 = batch(work, manifest, 1)
         load.append(os.getloadavg()[0])
@@ -148,13 +152,14 @@ def main() -> int:
         diff = max(same_results(work / "loop", out1, cases), same_results(work / "loop", out2, cases))
     per_hour = {k: 3600.0 * a.cases / v for k, v in (("loop", loop_s), ("batch1", b1_s), ("batch2", b2_s))}
     per_hour_loop = per_hour["loop"]  # every case of the loop pays the start-up
-    figures = {"cases": a.cases, "seconds": {"loop": loop_s, "batch1": b1_s, "batch2": b2_s}, "cases_per_hour": per_hour,
+    figures = {"cases": a.cases, "precision": a.precision, "seconds": {"loop": loop_s, "batch1": b1_s, "batch2": b2_s}, "cases_per_hour": per_hour,
                "speedup_batch1_vs_loop": loop_s / b1_s, "speedup_batch2_vs_loop": loop_s / b2_s,
                "split_batch1": split(s1), "split_batch2": split(s2), "max_relative_difference": diff,
                "load_average_1min": load, "first_case_done_s": {"batch1": st1[0], "batch2": st2[0]},
                "steady_cases_per_hour": {"loop": per_hour_loop, "batch1": steady_per_hour(st1),
                                          "batch2": steady_per_hour(st2)}}
-    print(f"{a.cases} knee-t2 cases (OAI-size MESE, automatic segmentation) on {os.cpu_count()} cores")
+    print(f"{a.cases} knee-t2 cases (OAI-size MESE, automatic segmentation, network in {a.precision}) on "
+          f"{os.cpu_count()} cores")
     print(f"{'run':<28} {'total s':>8} {'cases/h':>9} {'steady cases/h':>15} {'first case done s':>18}")
     for key, name in (("loop", "(a) shell loop knee-t2"), ("batch1", "(b) batch, 1 worker"),
                       ("batch2", "(c) batch, 2 workers")):

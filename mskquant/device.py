@@ -38,6 +38,39 @@ def select_device(preference: str = "auto"):
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def bf16_supported(device) -> bool:
+    """Whether ``device`` runs bfloat16 arithmetic natively (AVX-512 BF16/AMX CPUs, recent GPUs)."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_bf16(precision: str, device) -> bool:
+    """``precision`` ("float32", "bfloat16" or "auto": bfloat16 where the device supports it) -> bf16 on/off."""
+    if precision not in PRECISIONS:
+        raise MSKQuantError(f"Unknown precision '{precision}': use {', '.join(PRECISIONS)}.")
+    return precision == "bfloat16" or (precision == "auto" and bf16_supported(device))
+
+
+def autocast(device, enabled: bool):
+    """bfloat16 autocast on ``device`` when ``enabled`` (thread-local: enter it in the thread that runs the network)."""
+    import contextlib
+
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def describe_device(device) -> str:
     import torch
 

@@ -69,12 +69,15 @@ def _pad_to(x: torch.Tensor, divisor: int):
 @torch.no_grad()
 def predict_ensemble(models: Sequence[nn.Module], slices: np.ndarray, device: torch.device,
                      progress: "Progress | None" = None, batch_size: Optional[int] = None,
-                     divisor: int = 1, message: str = "Running network") -> np.ndarray:
+                     divisor: int = 1, message: str = "Running network", bf16: bool = False) -> np.ndarray:
     """Mean output of ``models`` over ``slices`` (N, C, H, W float32) -> (N, C_out, H, W) float32.
 
     Input sizes that are not multiples of ``divisor`` are zero-padded and cropped back.
-    Progress is reported per batch and a cancel request stops between batches.
+    Progress is reported per batch and a cancel request stops between batches. ``bf16``:
+    bfloat16 autocast (weights stay float32; the output is float32).
     """
+    from .device import autocast
+
     progress = as_progress(progress)
     n = slices.shape[0]
     bs = batch_size or default_batch_size(device)
@@ -86,10 +89,11 @@ def predict_ensemble(models: Sequence[nn.Module], slices: np.ndarray, device: to
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         acc = None
-        for m in models:
-            y = m(x)
-            acc = y if acc is None else acc + y
-        acc = (acc / len(models))[..., :h, :w].float().cpu().numpy()
+        with autocast(device, bf16):
+            for m in models:
+                y = m(x).float()
+                acc = y if acc is None else acc + y
+        acc = (acc / len(models))[..., :h, :w].cpu().numpy()
         if out is None:
             out = np.empty((n,) + acc.shape[1:], dtype=np.float32)
         out[start:start + acc.shape[0]] = acc
@@ -100,7 +104,7 @@ def predict_ensemble(models: Sequence[nn.Module], slices: np.ndarray, device: to
 
 def predict_threaded(models: Sequence[nn.Module], slices: np.ndarray, device: torch.device,
                      progress: "Progress | None" = None, workers: Optional[int] = None, divisor: int = 1,
-                     message: str = "Running network") -> np.ndarray:
+                     message: str = "Running network", bf16: bool = False) -> np.ndarray:
     """:func:`predict_ensemble` with, on the CPU, one slice per worker thread and single-threaded torch.
 
     Why: every layer of a forward pass ends in a barrier of torch's intra-op threads, and when
@@ -114,23 +118,25 @@ def predict_threaded(models: Sequence[nn.Module], slices: np.ndarray, device: to
     import os
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+    from .device import autocast
+
     if device.type != "cpu":
-        return predict_ensemble(models, slices, device, progress, None, divisor, message)
+        return predict_ensemble(models, slices, device, progress, None, divisor, message, bf16)
     progress = as_progress(progress)
     n = slices.shape[0]
     workers = max(1, min(n, int(workers or torch.get_num_threads() or os.cpu_count() or 1)))
     out: List[Optional[np.ndarray]] = [None] * n
 
     def run(i: int) -> None:
-        with torch.no_grad():  # grad mode is per thread
+        with torch.no_grad(), autocast(device, bf16):  # grad mode and autocast are per thread
             x = torch.from_numpy(np.ascontiguousarray(slices[i:i + 1], dtype=np.float32))
             x, h, w = _pad_to(x, divisor)
             x = x.contiguous(memory_format=torch.channels_last)
             acc = None
             for m in models:
-                y = m(x)
+                y = m(x).float()
                 acc = y if acc is None else acc + y
-            out[i] = (acc / len(models))[0, :, :h, :w].float().numpy()
+            out[i] = (acc / len(models))[0, :, :h, :w].numpy()
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -8,6 +8,7 @@ robustness tables come from this script:
     .venv/bin/python scripts/evaluate_knee_generalisation.py --models knee-femoral-cartilage-mese NEW_MODEL \\
         --families phantom randomised independent --per-subject 2
     .venv/bin/python scripts/evaluate_knee_generalisation.py --models ... --conditions all
+    .venv/bin/python scripts/evaluate_knee_generalisation.py --families phantom independent --precisions float32 bfloat16
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--per-subject", type=int, default=1)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--csv", default="")
+    ap.add_argument("--precisions", nargs="+", default=["float32"], choices=("float32", "bfloat16"),
+                    help="the network's arithmetic; several: each model in each (same cases)")
     args = ap.parse_args(argv)
 
     from KneeT2SegmentLib import generalisation as gen
@@ -48,25 +51,26 @@ def main(argv=None) -> int:
     if args.conditions is not None:
         names = list(gen.CONDITIONS) if args.conditions in ([], ["all"]) else args.conditions
         runs = [("independent", c) for c in names]
-    models = {m: load_model(m, "cpu") for m in args.models}
+    loaded = {m: load_model(m, "cpu") for m in args.models}
+    models = {(m, p): loaded[m] for m in args.models for p in args.precisions}
     rows = []
-    print(f"{'family':<12} {'condition':<18} " + " ".join(f"{Path(m).stem[:28]:>40}" for m in args.models))
+    print(f"{'family':<12} {'condition':<18} " + " ".join(f"{(Path(m).stem[:28] + ' ' + p):>40}" for m, p in models))
     for family, condition in runs:
         t0 = time.time()
         cases = list(gen.family_cases(paths, family, args.per_subject, args.seed, condition))
         cells = []
-        for m, model in models.items():
-            res = gen.evaluate(model, cases)
+        for (m, precision), model in models.items():
+            res = gen.evaluate(model, cases, precision=precision)
             s = gen.summary(res)
             cells.append(f"Dice {s['mean_dice']:.3f} (min {s['min_dice']:.3f}), T2 MAE {s['subregion_t2_mae_ms']:.2f} ms")
             for r in res:
-                rows.append([m, family, condition or "", r.name, f"{r.dice:.4f}", r.error])
+                rows.append([m, precision, family, condition or "", r.name, f"{r.dice:.4f}", r.error])
         print(f"{family:<12} {condition or '-':<18} " + " ".join(f"{c:>40}" for c in cells)
               + f"   [{len(cases)} cases, {time.time() - t0:.0f} s]", flush=True)
     if args.csv:
         from mskquant.csvio import write_rows_csv
 
-        write_rows_csv(Path(args.csv), ["model", "family", "condition", "case", "dice", "error"], rows)
+        write_rows_csv(Path(args.csv), ["model", "precision", "family", "condition", "case", "dice", "error"], rows)
     return 0
 
 

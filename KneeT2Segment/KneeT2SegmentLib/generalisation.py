@@ -111,7 +111,7 @@ class CaseResult:
     error: str = ""
 
 
-def evaluate(model, cases, progress=None) -> List[CaseResult]:
+def evaluate(model, cases, progress=None, precision: str = "float32") -> List[CaseResult]:
     """Segment every case and compare it with its truth (Dice 0 when the model finds nothing)."""
     from .agreement import compare_scan
     from .parameters import KneeT2Parameters
@@ -121,7 +121,7 @@ def evaluate(model, cases, progress=None) -> List[CaseResult]:
     for case in cases:
         params = KneeT2Parameters(noise_sigma=case.sigma)
         try:
-            seg = segment(case.series, model, params.fit_settings())
+            seg = segment(case.series, model, params.fit_settings(), precision=precision)
         except InputError as exc:
             out.append(CaseResult(case.name, case.family, 0.0, None, str(exc)))
             continue

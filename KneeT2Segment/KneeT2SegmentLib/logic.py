@@ -220,7 +220,7 @@ class KneeT2Logic:
         progress = as_progress(progress)
         model = self.segmentation_model(params, progress.sub(0.0, 0.02))
         settings = params.fit_settings()
-        return segment(series, model, settings, progress.sub(0.02, 1.0))
+        return segment(series, model, settings, progress.sub(0.02, 1.0), params.precision)
 
     def segment_cartilage(self, series: MeseSeries, progress: "Progress | None" = None,
                           params: Optional[KneeT2Parameters] = None) -> np.ndarray:

@@ -27,6 +27,7 @@ class KneeT2Parameters:
     loglinear: bool = True  # also keep the log-linear T2 for comparison
     model_id: str = DEFAULT_MODEL_ID  # automatic segmentation model (registered id or .pt file)
     device: str = "auto"  # where the segmentation network runs: auto | cpu | cuda
+    precision: str = "float32"  # the network's arithmetic: float32 | bfloat16 | auto (bfloat16 where supported)
 
     def validate(self) -> "KneeT2Parameters":
         from .mese import normalize_laterality
@@ -43,6 +44,8 @@ class KneeT2Parameters:
         normalize_laterality(self.laterality)
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"Unknown device '{self.device}': use auto, cpu or cuda.")
+        if self.precision not in ("float32", "bfloat16", "auto"):
+            raise InputError(f"Unknown precision '{self.precision}': use float32 (default), bfloat16 or auto.")
         if not str(self.model_id).strip():
             raise InputError("No segmentation model given: use a registered id ('mskquant models list') or a .pt file.")
         return self

@@ -47,6 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mskquant.device import autocast, bf16_supported
 from mskquant.errors import InputError, ModelError
 from mskquant.progress import Progress, as_progress
 
@@ -526,27 +527,6 @@ UNCALIBRATED = {"probability_threshold": 0.5, "min_slice_area_mm2": 0.0, "fit_pr
                 "note": "not calibrated yet: run 'mskquant knee-calibrate'"}
 
 
-def _autocast(device, enabled: bool):
-    import contextlib
-
-    import torch
-
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def bf16_supported(device) -> bool:
-    import torch
-
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _format_eta(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -647,7 +627,7 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
                 if device.type == "cpu":
                     x = x.contiguous(memory_format=torch.channels_last)
                 opt.zero_grad(set_to_none=True)
-                with _autocast(device, use_bf16):
+                with autocast(device, use_bf16):
                     p = net(x)
                 loss = soft_dice_loss(p, y)
                 loss.backward()

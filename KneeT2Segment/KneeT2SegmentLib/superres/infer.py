@@ -74,7 +74,7 @@ def _run_slabs(net, x: np.ndarray, device, slab: int, progress: Progress, bf16: 
     """``net`` on ``x`` [slice, a, b] in overlapping slabs along the longer of a, b."""
     import torch
 
-    from ..training import _autocast
+    from mskquant.device import autocast
 
     along = 1 if x.shape[1] >= x.shape[2] else 2
     n, halo = x.shape[along], net.halo
@@ -86,7 +86,7 @@ def _run_slabs(net, x: np.ndarray, device, slab: int, progress: Progress, bf16: 
         e = min(n, s + slab)
         lo, hi = max(0, s - halo), min(n, e + halo)
         part = np.take(x, np.arange(lo, hi), axis=along)
-        with torch.inference_mode(), _autocast(device, bf16):
+        with torch.inference_mode(), autocast(device, bf16):
             t = torch.from_numpy(np.ascontiguousarray(part))[None, None].to(device).contiguous(memory_format=cl)
             y = net(t)[0, 0].float().cpu().numpy()
         keep = np.take(y, np.arange(s - lo, s - lo + (e - s)), axis=along)
@@ -108,9 +108,7 @@ def super_resolve(thick: Image, model: SuperResModel, factor: Optional[int] = No
     """
     import torch
 
-    from mskquant.device import select_device
-
-    from ..training import bf16_supported
+    from mskquant.device import select_device, use_bf16
 
     progress = as_progress(progress)
     f, axis = check_input(thick, model.input, factor)
@@ -126,7 +124,7 @@ def super_resolve(thick: Image, model: SuperResModel, factor: Optional[int] = No
         scale = float(np.abs(x).max()) or 1.0
     if precision not in ("auto", "float32", "bfloat16"):
         raise InputError(f"Unknown precision '{precision}': use auto, float32 or bfloat16.")
-    bf16 = precision == "bfloat16" or (precision == "auto" and bf16_supported(dev))
+    bf16 = use_bf16(precision, dev)
     y = _run_slabs(net, x / np.float32(scale), dev, slab, progress.sub(0.02, 1.0), bf16) * np.float32(scale)
     sr = Image(np.ascontiguousarray(np.moveaxis(y, 0, a)), tci.geometry)
     t2 = time.perf_counter()
