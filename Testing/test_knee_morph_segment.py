@@ -35,6 +35,46 @@ def test_training_loop_lowers_the_loss_and_resumes(tmp_path):
     assert again.steps == 50 and len(again.history) == 5  # resumed from step 40, not restarted
 
 
+def test_patches_are_centred_on_the_patella_as_often_as_asked():
+    """The patella has no contrast of its own: training forces patches onto it (patella_fraction)."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((6, 200, 200), np.uint8)
+    labels[:, 20:180, 20:90] = 1  # femur on every slice
+    labels[:, 100:104, 20:90] = 2
+    labels[4, 150:170, 170:190] = 5  # a small patella on one slice, far from the rest
+    labels[4, 150:170, 166:170] = 6
+    image = rng.normal(size=labels.shape).astype(np.float32)
+    with_patella = []
+    for fraction in (0.0, 1.0):
+        _, ys = tr.patch_batch(image, labels, rng, 200, 48, 0.6, fraction)
+        with_patella.append(np.mean([(y == 5).any() or (y == 6).any() for y in ys]))
+    assert with_patella[1] == 1.0 and with_patella[0] < 0.1, with_patella
+    _, ys = tr.patch_batch(image, np.where(labels >= 5, 0, labels), rng, 20, 48, 0.6, 1.0)  # no patella: no error
+    assert not (ys >= 5).any()
+
+
+def test_fine_tuning_starts_from_the_members_of_a_model_file(tmp_path):
+    import torch
+
+    anat = dess.prepare_dess_anatomy(an.analytic_knee((0.8, 0.5, 0.5)), "analytic")
+    config = tr.MorphTrainingConfig(members=2, features=(8, 16), steps=2, batch_size=2, patch=64, bank_size=1,
+                                    slices_per_slab=4, refresh_every=1000, validate_every=2, learning_rate=1e-2)
+    first = tr.train_ensemble([anat], None, tmp_path / "a", config, log=lambda m: None)
+    source = sg.read_ensemble_file(first.best_path)["members"]
+    config.learning_rate, config.seed = 1e-12, 5  # other initial weights; the steps barely move them
+    logs = []
+    tuned = tr.train_ensemble([anat], None, tmp_path / "b", config, log=logs.append, init_from=first.best_path)
+    for a, b in zip(source, sg.read_ensemble_file(tuned.best_path)["members"]):
+        for k, v in a["state_dict"].items():
+            if "running_" not in k and v.dtype.is_floating_point:  # batch-norm statistics follow the batches
+                torch.testing.assert_close(b["state_dict"][k], v, atol=1e-6, rtol=0)
+    assert any("Starting from the members of" in m for m in logs)
+    with pytest.raises(InputError, match="architecture differs"):
+        tr.train_ensemble([anat], None, tmp_path / "c", tr.MorphTrainingConfig(
+            members=2, features=(4, 8), steps=1, batch_size=2, patch=64, bank_size=1, slices_per_slab=4),
+            log=lambda m: None, init_from=first.best_path)
+
+
 def test_split_keeps_test_validation_and_held_out_knees_apart(tmp_path):
     from pathlib import Path
 
