@@ -56,6 +56,26 @@ def test_islands_use_8_connectivity_per_slice():
     assert out[1:].sum() == 0 and not out[0, 8].any()
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_islands_match_scipy_8_connected_labelling(axis):
+    """The island rule (SimpleITK components) keeps exactly what SciPy's 8-connected labelling keeps."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(axis)
+    m = rng.random((12, 30, 25)) < 0.12  # many small and touching-by-corner pieces
+    moved = np.moveaxis(m, axis, 0)
+    expected = np.zeros_like(moved)
+    for k, sl in enumerate(moved):
+        lab, _ = ndimage.label(sl, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(lab.ravel())
+        keep = sizes >= 4
+        keep[0] = False
+        expected[k] = keep[lab]
+    out = remove_small_islands_2d(m, 4, axis=axis)
+    np.testing.assert_array_equal(out, np.moveaxis(expected, 0, axis))
+    assert 0 < out.sum() < m.sum()
+
+
 def test_island_slices_follow_the_thickest_axis():
     g = Geometry.from_spacing((10, 4, 12), (0.6, 3.3, 0.6), (0, 0, 0))  # slices along j
     assert slice_axis(g) == 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from mskquant.image import Geometry
 
@@ -42,7 +41,6 @@ def nest_masks(masks: "dict[str, np.ndarray]") -> "dict[str, np.ndarray]":
     for inner in (SEG_SENSITIVE, SEG_CONSERVATIVE):
         out[inner] = out[inner] & out[NESTED_IN[inner]]
     return out
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 def slice_axis(geometry: Geometry) -> int:
@@ -52,7 +50,12 @@ def slice_axis(geometry: Geometry) -> int:
 
 
 def remove_small_islands_2d(mask: np.ndarray, min_pixels: int = MIN_ISLAND_PIXELS, axis: int = 0) -> np.ndarray:
-    """Remove 8-connected components smaller than ``min_pixels`` in each 2D slice along ``axis``."""
+    """Remove 8-connected components smaller than ``min_pixels`` in each 2D slice along ``axis``.
+
+    SimpleITK's connected components (fully connected in 2D = 8-connected), already loaded for
+    reading images: SciPy's ndimage would add ~0.3 s to every ``vhi`` run's start-up."""
+    import SimpleITK as sitk
+
     mask = np.asarray(mask, dtype=bool)
     out = np.zeros_like(mask)
     moved_in = np.moveaxis(mask, axis, 0)
@@ -61,8 +64,8 @@ def remove_small_islands_2d(mask: np.ndarray, min_pixels: int = MIN_ISLAND_PIXEL
         sl = moved_in[k]
         if not sl.any():
             continue
-        labels, count = ndimage.label(sl, structure=_EIGHT)
-        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(np.ascontiguousarray(sl, np.uint8)), True))
+        sizes = np.bincount(labels.ravel())
         keep = sizes >= min_pixels
         keep[0] = False
         moved_out[k] = keep[labels]
