@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import MSKQuantError
+from .errors import InputError, MSKQuantError
 
 ENV_DEVICE = "MSKQUANT_DEVICE"
 
@@ -56,7 +56,7 @@ def bf16_supported(device) -> bool:
 def use_bf16(precision: str, device) -> bool:
     """``precision`` ("float32", "bfloat16" or "auto": bfloat16 where the device supports it) -> bf16 on/off."""
     if precision not in PRECISIONS:
-        raise MSKQuantError(f"Unknown precision '{precision}': use {', '.join(PRECISIONS)}.")
+        raise InputError(f"Unknown precision '{precision}': use {', '.join(PRECISIONS)}.")
     return precision == "bfloat16" or (precision == "auto" and bf16_supported(device))
 
 

@@ -52,6 +52,7 @@ DEFAULT_MODEL = "knee-femoral-cartilage-mese"
 
 def register(sub) -> None:
     from mskquant.cli.common import add_common_options
+    from mskquant.device import PRECISIONS
 
     p = sub.add_parser("knee-phantom", help="simulate an OAI-like knee MESE series (and its truth) from a label map")
     p.add_argument("--labelmap", required=True, help="knee label map (1 femur, 2 femoral cartilage, 3 tibia, "
@@ -83,7 +84,7 @@ def register(sub) -> None:
     t.add_argument("--whole-volume", action="store_true", help="fit every voxel (t2.nii.gz is then not masked)")
     t.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"cartilage model for the automatic segmentation: registered id or .pt file ({DEFAULT_MODEL})")
-    t.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "auto"),
+    t.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="arithmetic of the segmentation network: float32 (default, the same numbers on every machine), "
                         "bfloat16 (~2x faster on CPUs with AVX-512 BF16; a few voxels at the threshold differ) or auto "
                         "(bfloat16 where supported)")

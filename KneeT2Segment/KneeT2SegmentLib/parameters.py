@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
+from mskquant.device import PRECISIONS
 from mskquant.errors import InputError
 
 from .checkpoint import DEFAULT_MODEL_ID
@@ -44,8 +45,8 @@ class KneeT2Parameters:
         normalize_laterality(self.laterality)
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"Unknown device '{self.device}': use auto, cpu or cuda.")
-        if self.precision not in ("float32", "bfloat16", "auto"):
-            raise InputError(f"Unknown precision '{self.precision}': use float32 (default), bfloat16 or auto.")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"Unknown precision '{self.precision}': use {', '.join(PRECISIONS)} (default float32).")
         if not str(self.model_id).strip():
             raise InputError("No segmentation model given: use a registered id ('mskquant models list') or a .pt file.")
         return self

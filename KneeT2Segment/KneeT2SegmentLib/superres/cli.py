@@ -24,6 +24,7 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 
 def register(sub) -> None:
     from mskquant.cli.common import add_common_options
+    from mskquant.device import PRECISIONS
 
     from .model import DEFAULT_MODEL_ID
 
@@ -35,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"registered model id or .pt file ({DEFAULT_MODEL_ID})")
     p.add_argument("--tci", help="also write the tricubic interpolation to this file (file --out only)")
     p.add_argument("--slab", type=int, default=48, help="rows per network pass (memory; default 48)")
-    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="network arithmetic (auto: bfloat16 where the CPU/GPU supports it, ~3x faster)")
     add_common_options(p)
     p.set_defaults(handler=cmd_super_resolve)

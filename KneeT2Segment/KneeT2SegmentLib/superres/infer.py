@@ -122,8 +122,6 @@ def super_resolve(thick: Image, model: SuperResModel, factor: Optional[int] = No
     scale = float(np.percentile(x, SCALE_PERCENTILE))
     if not np.isfinite(scale) or scale <= 0:
         scale = float(np.abs(x).max()) or 1.0
-    if precision not in ("auto", "float32", "bfloat16"):
-        raise InputError(f"Unknown precision '{precision}': use auto, float32 or bfloat16.")
     bf16 = use_bf16(precision, dev)
     y = _run_slabs(net, x / np.float32(scale), dev, slab, progress.sub(0.02, 1.0), bf16) * np.float32(scale)
     sr = Image(np.ascontiguousarray(np.moveaxis(y, 0, a)), tci.geometry)
