@@ -26,20 +26,28 @@ TARGETS = {"femur": 0.97, "femoral cartilage": 0.88, "tibia": 0.97, "tibial cart
 MSD_TARGET_MM = 0.5
 
 
-def evaluate_case(model, image, truth):
-    import numpy as np
-
+def evaluate_case(model, image, truth, fraction=None):
+    """Dice per tissue and bone MSD; ``fraction``: the bone-island rule's minimum piece size
+    (share of the bone's largest piece; None: the default of segment_knee)."""
     from KneeT2SegmentLib.morphometry import segment as sg
+
+    res = sg.segment_knee(image, model=model, bone_piece_min_fraction=0.0)  # islands kept: removed below
+    row = scores(sg, res.labels.array.copy(), truth, image, sg.BONE_PIECE_MIN_FRACTION if fraction is None
+                 else fraction)
+    row["seconds"] = res.seconds
+    return row, res.labels.array
+
+
+def scores(sg, pred, truth, image, fraction):
     from KneeT2SegmentLib.morphometry.labels import BONES, NAMES
     from mskquant.metrics import dice, mean_surface_distance_mm
 
-    res = sg.segment_knee(image, model=model)
-    pred, lab = res.labels.array, truth.array
+    sg.remove_bone_islands(pred, fraction)
+    lab = truth.array
     sp = image.geometry.spacing
     row = {NAMES[c]: dice(pred == c, lab == c) for c in range(1, 7)}
     for bone, c in BONES.items():
         row[f"{bone} MSD mm"] = mean_surface_distance_mm(pred == c, lab == c, (sp[2], sp[1], sp[0]))
-    row["seconds"] = res.seconds
     return row
 
 
@@ -57,6 +65,10 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", default="")
     ap.add_argument("--cache", default="", help="folder keeping the generated cases (.npz) for reruns")
     ap.add_argument("--generate-only", action="store_true", help="only generate (and cache) the cases")
+    ap.add_argument("--bone-piece-min-fraction", type=float, nargs="+", default=None,
+                    help="bone-island rule(s) to compare on the same segmentations: pieces of a bone smaller than this "
+                         "share of its largest piece are removed (1: only the largest; 0: none; default: the "
+                         "pipeline's)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -101,18 +113,24 @@ def main(argv=None) -> int:
                 print(f"{args.subjects[n]} {fam}: generated {image.geometry.describe()} ({time.time() - t0:.0f} s)",
                       flush=True)
                 continue
-            row = {"subject": args.subjects[n], "family": fam, "grid": image.geometry.describe(),
-                   **evaluate_case(model, image, truth)}
-            rows.append(row)
-            print(f"{row['subject']} {fam:12s} " + " ".join(f"{k} {v:.3f}" for k, v in row.items()
-                                                          if isinstance(v, float)) +
-                  f" (case {time.time() - t0:.0f} s)", flush=True)
+            fractions = args.bone_piece_min_fraction or [None]
+            first, raw = evaluate_case(model, image, truth, fractions[0])
+            for k, fraction in enumerate(fractions):
+                result = first if k == 0 else {**scores(sg, raw.copy(), truth, image, fraction),
+                                               "seconds": first["seconds"]}
+                rule = sg.BONE_PIECE_MIN_FRACTION if fraction is None else fraction
+                row = {"subject": args.subjects[n], "family": fam if len(fractions) == 1 else f"{fam} f={rule:g}",
+                       "grid": image.geometry.describe(), **result}
+                rows.append(row)
+                print(f"{row['subject']} {row['family']:12s} " + " ".join(f"{k} {v:.3f}" for k, v in row.items()
+                                                                        if isinstance(v, float)) +
+                      f" (case {time.time() - t0:.0f} s)", flush=True)
     if args.generate_only:
         return 0
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     print("\nmean per family (targets: " + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()) +
           f", bone MSD <= {MSD_TARGET_MM} mm)")
-    for fam in args.families:
+    for fam in dict.fromkeys(r["family"] for r in rows):
         sel = [r for r in rows if r["family"] == fam]
         print(f"{fam:12s} " + " | ".join(f"{k} {np.nanmean([r[k] for r in sel]):.3f}" for k in keys))
     if args.csv:

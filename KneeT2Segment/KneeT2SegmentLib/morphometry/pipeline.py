@@ -206,7 +206,7 @@ def segment(image: Image, params: Optional[MorphParameters] = None, progress: "P
     check_3d_image(image)
     res = segment_knee(image, progress=progress, device=params.device, model_id=params.model_id)
     info = {"model": res.model_id, "device": res.device, "seconds": round(res.seconds, 2),
-            "resampled_to_sagittal_grid": res.resampled}
+            "resampled_to_sagittal_grid": res.resampled, "bone_island_voxels_removed": res.islands_removed}
     return res.labels, info
 
 

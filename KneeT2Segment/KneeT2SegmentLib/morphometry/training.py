@@ -127,20 +127,22 @@ def render_slab(slab: Slab, rng: np.random.Generator) -> np.ndarray:
 
 def patch_batch(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, n: int, size: int,
                 cartilage_fraction: float, patella_fraction: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
-    """``n`` random patches ``[n, 1, size, size]`` and their labels: centred on the patella or its
-    cartilage with ``patella_fraction`` (where the slab has them), else on cartilage with
-    ``cartilage_fraction``, else on any tissue."""
+    """``n`` random patches ``[n, 1, size, size]`` and their labels: centred on the patella or
+    (half of them) its cartilage with ``patella_fraction`` (where the slab has them), else on
+    cartilage with ``cartilage_fraction``, else on any tissue."""
     xs = np.zeros((n, 1, size, size), np.float32)
     ys = np.zeros((n, size, size), np.int64)
     ns, nr, nc = image.shape
     cart = np.isin(labels, (2, 4, 6))
     patella = np.isin(labels, (PATELLA, PATELLAR_CARTILAGE))
     patella_slices = np.flatnonzero(patella.any(axis=(1, 2))) if patella_fraction > 0 else np.zeros(0, int)
+    patellar_cartilage = labels == PATELLAR_CARTILAGE
     fg = labels > 0
     for b in range(n):
         if patella_slices.size and rng.random() < patella_fraction:
             s = int(patella_slices[rng.integers(patella_slices.size)])
-            pool = patella[s]
+            # half of them on the thin cartilage itself: centred on the bone it stays a sliver at the edge
+            pool = patellar_cartilage[s] if rng.random() < 0.5 and patellar_cartilage[s].any() else patella[s]
         else:
             s = int(rng.integers(ns))
             pool = cart[s] if rng.random() < cartilage_fraction and cart[s].any() else fg[s]
