@@ -53,10 +53,9 @@ def main() -> int:
     ap.add_argument("--no-shared", action="store_true")
     args = ap.parse_args()
 
-    import torch
     from scipy.optimize import curve_fit
 
-    from KneeT2SegmentLib.t2fit import FitSettings, fit_t2
+    from KneeT2SegmentLib.t2fit import FitSettings, default_workers, fit_t2
 
     t0 = time.perf_counter()
     ph, name = phantom(not args.no_shared)
@@ -66,7 +65,7 @@ def main() -> int:
     n_vox = int(np.prod(shape))
     print(f"data: MESE phantom of {name}, {shape[2]}x{shape[1]}x{shape[0]} voxels x {len(te) - 1} fitted echoes "
           f"(of {len(te)}), SNR {ph.params.snr:g}; made in {time.perf_counter() - t0:.1f} s")
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads")
+    print(f"machine: {os.cpu_count()} CPU cores, numpy {np.__version__}, fit on {default_workers()} threads")
 
     fit_t2(echoes, te)  # warm-up (imports, allocator)
     times, times_given = [], []
