@@ -32,13 +32,15 @@ def evaluate_case(model, image, truth, fraction=None):
     from KneeT2SegmentLib.morphometry import segment as sg
 
     res = sg.segment_knee(image, model=model, bone_piece_min_fraction=0.0)  # islands kept: removed below
-    row = scores(sg, res.labels.array.copy(), truth, image, sg.BONE_PIECE_MIN_FRACTION if fraction is None
+    row = scores(res.labels.array.copy(), truth, image, sg.BONE_PIECE_MIN_FRACTION if fraction is None
                  else fraction)
     row["seconds"] = res.seconds
     return row, res.labels.array
 
 
-def scores(sg, pred, truth, image, fraction):
+def scores(pred, truth, image, fraction):
+    """The scores of ``pred`` after the bone-island rule ``fraction`` (applied in place)."""
+    from KneeT2SegmentLib.morphometry import segment as sg
     from KneeT2SegmentLib.morphometry.labels import BONES, NAMES
     from mskquant.metrics import dice, mean_surface_distance_mm
 
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
             fractions = args.bone_piece_min_fraction or [None]
             first, raw = evaluate_case(model, image, truth, fractions[0])
             for k, fraction in enumerate(fractions):
-                result = first if k == 0 else {**scores(sg, raw.copy(), truth, image, fraction),
+                result = first if k == 0 else {**scores(raw.copy(), truth, image, fraction),
                                                "seconds": first["seconds"]}
                 rule = sg.BONE_PIECE_MIN_FRACTION if fraction is None else fraction
                 row = {"subject": args.subjects[n], "family": fam if len(fractions) == 1 else f"{fam} f={rule:g}",

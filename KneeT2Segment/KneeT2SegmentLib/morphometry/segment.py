@@ -233,7 +233,7 @@ def normalise_volume(volume: np.ndarray, max_samples: int = 2_000_000, rng=None)
 @dataclass
 class SegmentationResult:
     labels: Image  # uint8 0-6 on the input grid
-    probabilities: Optional[np.ndarray]  # float16 [7, k, j, i] (when asked for)
+    probabilities: Optional[np.ndarray]  # float16 [7, k, j, i] (when asked for; before the bone-island rule)
     model_id: str
     resampled: bool  # the input went through the sagittal working grid
     seconds: float
@@ -259,8 +259,9 @@ def remove_bone_islands(labels: np.ndarray, min_fraction: float = BONE_PIECE_MIN
     A bone is one piece, so the pieces (26-connected) of a bone label smaller than
     ``min_fraction`` of its largest piece are errors - a patch of marrow elsewhere called femur -
     and would otherwise enter the bone's surface, area and surface distances. The default (1)
-    keeps only the largest piece; a bone the network split in two (a band of wrong labels across
-    it) then loses its smaller part, which a lower fraction would keep.
+    keeps only the largest piece (pieces of exactly equal size all stay); a bone the network
+    split in two (a band of wrong labels across it) then loses its smaller part, which a lower
+    fraction would keep.
     """
     from scipy import ndimage
 
