@@ -221,8 +221,8 @@ def judge_background(echo_decay: float, mean_rms: float) -> List[str]:
 # --- the solver --------------------------------------------------------------------------------
 def _contract(weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``weights @ rows`` without BLAS: the chunks already run one per core, and BLAS's own
-    threads inside them oversubscribe the cores (measured: 2 chunk threads 0.76 s with BLAS
-    threads vs 0.37 s without, 1.9 M voxels on 2 cores)."""
+    threads inside them oversubscribe the cores (measured once by hand, not by a repository
+    script: 2 chunk threads 0.76 s with BLAS threads vs 0.37 s without, 1.9 M voxels on 2 cores)."""
     return np.einsum("ij,jk->ik", weights, rows)
 
 
