@@ -136,3 +136,36 @@ def test_knee_train_refuses_a_used_folder_and_bad_options(tmp_path, cli):
     rc, _, err = cli("knee-train", "--labelmaps", tmp_path, "--out", tmp_path / "new", "-q")
     assert rc == 2 and "no knee label maps" in err
     assert not (tmp_path / "new").exists()
+
+
+def test_worker_processes_share_the_bank_and_stream_samples(knee, tmp_path):
+    from KneeT2SegmentLib import training_stream as ts
+
+    config = tiny_config(bank_size=5, bank_refresh=2, appearance_refresh=3, workers=2, epoch_samples=12)
+    share = ts.worker_config(config, 2)
+    assert (share.bank_size, share.bank_refresh, share.appearance_refresh) == (2, 1, 2)
+    # one worker's stream is reproducible and gives inference-like patches with cartilage targets
+    a = ts.sample_stream([knee], config, (0, 0), 1, 2)
+    b = ts.sample_stream([knee], config, (0, 0), 1, 2)
+    c = ts.sample_stream([knee], config, (0, 0), 0, 2)
+    xa, ya = zip(*(next(a) for _ in range(6)))
+    xb, _ = zip(*(next(b) for _ in range(6)))
+    xc, _ = zip(*(next(c) for _ in range(6)))
+    assert all(np.array_equal(p, q) for p, q in zip(xa, xb))
+    assert not all(np.array_equal(p, q) for p, q in zip(xa, xc))  # another worker, another stream
+    assert xa[0].shape == (64, 64) and xa[0].dtype == np.float32 and any(y.any() for y in ya)
+    # the training loop takes epoch_samples per epoch from the worker processes, checkpoints and resumes
+    val = tr.validation_volumes([knee], 1, 0, config)
+    out = tmp_path / "workers"
+    first = tr.train([knee], val, out, replace_config(config, epochs=2), torch.device("cpu"))
+    assert [h["samples"] for h in first.history] == [12, 12] and (out / "best.pt").is_file()
+    resumed = tr.train([knee], val, out, replace_config(config, epochs=3), torch.device("cpu"), resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    with pytest.raises(InputError, match="must not be negative"):
+        tiny_config(workers=-1).validate()
+
+
+def replace_config(config, **kw):
+    from dataclasses import replace
+
+    return replace(config, **kw)

@@ -149,6 +149,11 @@ def register(sub) -> None:
     tr.add_argument("--appearance-refresh", type=int, default=10,
                     help="randomised: volumes given a new random appearance per epoch (10)")
     tr.add_argument("--init-from", default="", help="start from these weights (knee checkpoint file or model id)")
+    tr.add_argument("--workers", type=int, default=0,
+                    help="make the training samples in this many worker processes (0: in the training process; "
+                         "use them when a GPU or many cores train faster than one process simulates)")
+    tr.add_argument("--epoch-samples", type=int, default=0,
+                    help="with --workers: samples per epoch (0: 25 per bank volume, about one serial epoch)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(handler=cmd_train)
@@ -569,7 +574,8 @@ def cmd_train(args) -> int:
                                n_test_subjects=args.test_subjects, n_validation_subjects=args.validation_subjects,
                                seed=args.seed, bf16=not args.no_bf16, threads=args.threads,
                                generator=args.generator, appearance_refresh=args.appearance_refresh,
-                               init_from=args.init_from).validate()
+                               init_from=args.init_from, workers=args.workers,
+                               epoch_samples=args.epoch_samples).validate()
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise OutputError(f"Training output {out} is a file: give a folder.")

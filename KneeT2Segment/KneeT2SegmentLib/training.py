@@ -43,7 +43,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -87,6 +87,8 @@ class TrainingConfig:
     generator: str = "mese"  # "mese": the MESE phantom; "randomised": domain randomisation (.synthetic)
     appearance_refresh: int = 10  # randomised: bank volumes given a new random appearance per epoch
     init_from: str = ""  # start from these weights (a knee checkpoint file or registered model id)
+    workers: int = 0  # >0: samples made by this many worker processes (.training_stream), the bank shared out
+    epoch_samples: int = 0  # with workers: samples per epoch (0: 25 per bank volume, about a serial epoch)
 
     def validate(self) -> "TrainingConfig":
         if len(self.features) < 2 or any(int(f) < 1 for f in self.features):
@@ -108,6 +110,8 @@ class TrainingConfig:
             raise InputError(f"Unknown training data generator {self.generator!r}: choose one of {', '.join(GENERATORS)}.")
         if self.appearance_refresh < 0:
             raise InputError("The appearance refresh must not be negative.")
+        if self.workers < 0 or self.epoch_samples < 0:
+            raise InputError("The number of data workers and the samples per epoch must not be negative.")
         return self
 
     @property
@@ -436,6 +440,31 @@ def epoch_plan(bank: Sequence[BankVolume], rng: np.random.Generator) -> List[Tup
     return [plan[i] for i in order]
 
 
+def serial_batches(data: "TrainingBank", rng: np.random.Generator, config: TrainingConfig
+                   ) -> Tuple[int, Iterator[Tuple[np.ndarray, np.ndarray]]]:
+    """One serial epoch: (number of batches, batches of (x, y) [B, 1, S, S]); the bank is refreshed at its end."""
+    size = int(config.patch or min(config.network_size))
+    bank = data.volumes(rng)
+    plan = epoch_plan(bank, rng)
+    noises = {v: draw_noise(rng, bank[v].reference_signal) for v in range(len(bank))}
+    n_batches = int(math.ceil(len(plan) / config.batch_size))
+
+    def batches():
+        norms: Dict[Tuple[int, int], Normalisation] = {}
+        for b in range(n_batches):
+            xs, ys = [], []
+            for v, s, e in plan[b * config.batch_size:(b + 1) * config.batch_size]:
+                if (v, e) not in norms:
+                    norms[(v, e)] = volume_normalisation(bank[v].echoes[e - 1], noises[v], rng)
+                x, y = training_sample(bank[v], s, e, norms[(v, e)], noises[v], rng, size)
+                xs.append(x)
+                ys.append(y)
+            yield np.stack(xs)[:, None], np.stack(ys)[:, None]
+        data.refresh(rng)  # replace part of the bank for the next epoch
+
+    return n_batches, batches()
+
+
 # --- loss and validation -------------------------------------------------------------------------------------
 def soft_dice_loss(probability, target, smooth: float = 1.0):
     """1 - soft Dice per slice, averaged over the batch (Thomas et al. SM.2)."""
@@ -582,16 +611,23 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
             raise InputError(f"{last_path} already ran {start_epoch} epochs: give more --epochs to continue.")
         use_bf16 = bool(config.bf16 and bf16_supported(device))
         rng = np.random.default_rng([config.seed, start_epoch])
-        size = int(config.patch or min(config.network_size))
         t_start = time.monotonic()
         deadline = config.max_minutes * 60.0 - elapsed_before if config.max_minutes else math.inf
 
         def elapsed() -> float:
             return time.monotonic() - t_start
 
-        # The bank: noise-free volumes, a few replaced after every epoch.
-        data = TrainingBank(train_anatomies, config, rng, progress.sub(0.0, 0.05))
-        log(f"bank: {data.describe()}; bf16 {use_bf16}")
+        # The bank: noise-free volumes, a few replaced after every epoch (with workers: shared out among them).
+        if config.workers:
+            from .training_stream import sample_loader, samples_per_epoch
+
+            stream = iter(sample_loader(train_anatomies, config, start_epoch, pin_memory=device.type == "cuda"))
+            data = None
+            log(f"bank: {config.bank_size} {config.generator} volumes shared by {config.workers} worker processes, "
+                f"{samples_per_epoch(config)} samples per epoch; bf16 {use_bf16}")
+        else:
+            data = TrainingBank(train_anatomies, config, rng, progress.sub(0.0, 0.05))
+            log(f"bank: {data.describe()}; bf16 {use_bf16}")
         train_progress = progress.sub(0.05, 1.0)
         epochs_left = config.epochs - start_epoch
         epoch = start_epoch
@@ -605,25 +641,17 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
             lr = config.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(global_frac, 1.0))))
             for g in opt.param_groups:
                 g["lr"] = lr
-            bank = data.volumes(rng)
-            plan = epoch_plan(bank, rng)
-            norms: Dict[Tuple[int, int], Tuple[Normalisation, NoiseModel]] = {}
-            noises = {v: draw_noise(rng, bank[v].reference_signal) for v in range(len(bank))}
+            if data is not None:
+                n_batches, batches = serial_batches(data, rng, config)
+            else:
+                n_batches = int(math.ceil(samples_per_epoch(config) / config.batch_size))
+                batches = (next(stream) for _ in range(n_batches))
             net.train()
-            losses = []
-            n_batches = int(math.ceil(len(plan) / config.batch_size))
-            for b in range(n_batches):
-                items = plan[b * config.batch_size:(b + 1) * config.batch_size]
-                xs, ys = [], []
-                for v, s, e in items:
-                    if (v, e) not in norms:
-                        norms[(v, e)] = (volume_normalisation(bank[v].echoes[e - 1], noises[v], rng), noises[v])
-                    norm, noise = norms[(v, e)]
-                    x, y = training_sample(bank[v], s, e, norm, noise, rng, size)
-                    xs.append(x)
-                    ys.append(y)
-                x = torch.from_numpy(np.stack(xs)[:, None]).to(device)
-                y = torch.from_numpy(np.stack(ys)[:, None]).to(device)
+            losses, n_seen = [], 0
+            for b, (xb, yb) in enumerate(batches):
+                n_seen += int(xb.shape[0])
+                x = torch.as_tensor(xb).to(device, non_blocking=True)
+                y = torch.as_tensor(yb).to(device, non_blocking=True)
                 if device.type == "cpu":
                     x = x.contiguous(memory_format=torch.channels_last)
                 opt.zero_grad(set_to_none=True)
@@ -647,13 +675,13 @@ def train(train_anatomies: Sequence[an.KneeAnatomy], validation: Sequence[Valida
                     head = f"Epoch {epoch + 1}/{config.epochs}{status}, ETA {_format_eta(eta)}"
                 train_progress(min(done, 1.0), f"{head} (batch {b + 1}/{n_batches}, loss {np.mean(losses[-20:]):.3f})")
             epoch += 1
-            row = {"epoch": epoch, "loss": float(np.mean(losses)), "learning_rate": lr, "samples": len(plan),
+            row = {"epoch": epoch, "loss": float(np.mean(losses)), "learning_rate": lr,
+                   "samples": n_seen,
                    "validation_dice": float("nan"), "seconds": 0.0}
             if epoch % config.validate_every == 0 or epoch == config.epochs:
                 dices = validation_dice(net, validation, config, device)
                 row["validation_dice"] = float(np.mean(dices))
                 row["validation_dice_min"] = float(np.min(dices))
-            data.refresh(rng)  # replace part of the bank for the next epoch
             row["seconds"] = time.monotonic() - t_epoch
             epoch_times.append(row["seconds"])
             history.append(row)
