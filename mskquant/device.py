@@ -13,6 +13,19 @@ from .errors import InputError, MSKQuantError
 ENV_DEVICE = "MSKQUANT_DEVICE"
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the platform tells it)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def omp_threads() -> int:
+    """``OMP_NUM_THREADS`` as a positive count, or 0 when it is unset or not a positive whole number."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
 def select_device(preference: str = "auto"):
     """Return the ``torch.device`` to run on.
 
@@ -92,7 +105,7 @@ def describe_device_without_loading(preference: str = "auto") -> str:
         return describe_device(select_device(preference))
     import importlib.util
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     pref = (preference or "auto").lower()
     if pref == "auto":
         pref = os.environ.get(ENV_DEVICE, "auto").lower() or "auto"

@@ -380,18 +380,13 @@ def model_signal(amplitude, t2_ms, echo_times_ms, sigma: float) -> np.ndarray:
 def default_workers() -> int:
     """Threads that fit chunks: torch's thread count when torch is loaded (a batch worker or the
     user set it), else ``OMP_NUM_THREADS``, else the cores this process may use."""
-    import os
     import sys
+
+    from mskquant.device import omp_threads, usable_cores
 
     if "torch" in sys.modules:
         return max(1, int(sys.modules["torch"].get_num_threads()))
-    try:
-        n = int(os.environ.get("OMP_NUM_THREADS", "0"))
-    except ValueError:
-        n = 0
-    if n > 0:
-        return n
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return omp_threads() or usable_cores()
 
 
 def _in_parallel(task, n_tasks: int, workers: Optional[int]):

@@ -95,7 +95,8 @@ def test_the_fit_threads_follow_omp_num_threads(monkeypatch):
     code = ("import sys, json\nfrom KneeT2SegmentLib.t2fit import default_workers\n"
             "print(json.dumps([default_workers(), 'torch' in sys.modules]))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("", "KneeT2Segment"))}
-    for omp, expected in (("3", 3), ("", len(os.sched_getaffinity(0)))):
+    cores = len(os.sched_getaffinity(0))
+    for omp, expected in (("3", 3), ("", cores), ("two", cores), ("-2", cores)):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                            env={**env, "OMP_NUM_THREADS": omp})
         assert r.returncode == 0, r.stderr

@@ -85,10 +85,9 @@ def use_worker_threads() -> None:
     OpenMP keeps the thread count per calling thread, and a Dask worker's task threads do not
     see the environment's value (they start with 1): a network would run on one core.
     """
-    try:
-        n = int(os.environ.get("OMP_NUM_THREADS", "0"))
-    except ValueError:
-        return
+    from mskquant.device import omp_threads
+
+    n = omp_threads()
     if n > 0:
         import torch
 
