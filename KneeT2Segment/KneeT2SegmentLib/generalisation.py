@@ -38,6 +38,8 @@ CONDITIONS: Dict[str, dict] = {
     "contrast inverted": {"inverted": True},
     "rotation 0 deg": {"rotation_deg": (0.0, 0.0, 0.0)}, "rotation 10 deg": {"rotation_deg": (10.0, 0.0, 0.0)},
     "rotation 20 deg": {"rotation_deg": (20.0, 0.0, 0.0)},
+    # no motion ghosts, one receive coil (Rician floor), no Fourier truncation (no Gibbs ringing)
+    "clean acquisition": {"ghost_fraction": 0.0, "n_coils": 1, "oversample": 1.0},
 }
 
 
