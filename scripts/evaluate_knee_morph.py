@@ -26,16 +26,13 @@ TARGETS = {"femur": 0.97, "femoral cartilage": 0.88, "tibia": 0.97, "tibial cart
 MSD_TARGET_MM = 0.5
 
 
-def evaluate_case(model, image, truth, fraction=None):
-    """Dice per tissue and bone MSD; ``fraction``: the bone-island rule's minimum piece size
-    (share of the bone's largest piece; None: the default of segment_knee)."""
+def segment_raw(model, image):
+    """The ensemble's labels before the bone-island rule (every rule is then scored on the same labels)
+    and the segmentation's seconds."""
     from KneeT2SegmentLib.morphometry import segment as sg
 
-    res = sg.segment_knee(image, model=model, bone_piece_min_fraction=0.0)  # islands kept: removed below
-    row = scores(res.labels.array.copy(), truth, image, sg.BONE_PIECE_MIN_FRACTION if fraction is None
-                 else fraction)
-    row["seconds"] = res.seconds
-    return row, res.labels.array
+    res = sg.segment_knee(image, model=model, bone_piece_min_fraction=0.0)
+    return res.labels.array, res.seconds
 
 
 def scores(pred, truth, image, fraction):
@@ -115,12 +112,10 @@ def main(argv=None) -> int:
                 print(f"{args.subjects[n]} {fam}: generated {image.geometry.describe()} ({time.time() - t0:.0f} s)",
                       flush=True)
                 continue
-            fractions = args.bone_piece_min_fraction or [None]
-            first, raw = evaluate_case(model, image, truth, fractions[0])
-            for k, fraction in enumerate(fractions):
-                result = first if k == 0 else {**scores(raw.copy(), truth, image, fraction),
-                                               "seconds": first["seconds"]}
-                rule = sg.BONE_PIECE_MIN_FRACTION if fraction is None else fraction
+            fractions = args.bone_piece_min_fraction or [sg.BONE_PIECE_MIN_FRACTION]
+            raw, seconds = segment_raw(model, image)
+            for rule in fractions:
+                result = {**scores(raw.copy(), truth, image, rule), "seconds": seconds}
                 row = {"subject": args.subjects[n], "family": fam if len(fractions) == 1 else f"{fam} f={rule:g}",
                        "grid": image.geometry.describe(), **result}
                 rows.append(row)
