@@ -90,6 +90,37 @@ def test_knee_synthetic_volume_has_cartilage_truth_and_random_looks(analytic_ana
     assert abs(np.corrcoef(a[1].ravel(), b[1].ravel())[0, 1]) < 0.99  # two different looks
 
 
+def test_the_joint_shell_is_redrawn_beside_the_cartilage_only(analytic_anatomy):
+    """The tissue meeting the cartilage varies per volume (layer thickness, patches of muscle/fat/fluid,
+    a fluid film); nothing else in the anatomy changes, and the cartilage truth stays the same."""
+    from KneeT2SegmentLib import anatomy as an
+    from KneeT2SegmentLib import synthetic as sy
+
+    codes = sy.class_map(analytic_anatomy)
+    shell = sy.joint_shell(analytic_anatomy)
+    assert shell.index.size == int((analytic_anatomy.tissue == an.JOINT).sum()) > 0
+    assert 0 < shell.distance_mm.min() and shell.distance_mm.max() <= an.JOINT_MM + 0.5
+    sp = analytic_anatomy.geometry.spacing
+    spacing = (float(sp[2]), float(sp[1]), float(sp[0]))
+    rng = np.random.default_rng(0)
+    outside = np.ones(codes.size, bool)
+    outside[shell.index] = False
+    seen = set()
+    kept_shell = []
+    for _ in range(12):
+        varied = sy.vary_joint_shell(codes, shell, spacing, rng)
+        assert np.array_equal(varied.reshape(-1)[outside], codes.reshape(-1)[outside])
+        new = varied.reshape(-1)[shell.index]
+        assert set(np.unique(new)) <= {an.JOINT, an.MUSCLE, an.FAT, an.FLUID}
+        seen |= set(int(v) for v in np.unique(new))
+        kept_shell.append(float((new == an.JOINT).mean()))
+    assert seen == {an.JOINT, an.MUSCLE, an.FAT, an.FLUID}
+    assert min(kept_shell) < 0.5 < max(kept_shell)  # thin and thick layers
+    vol = sy.sample_volume(analytic_anatomy, codes, np.random.default_rng(4), shell=shell)
+    same = sy.sample_volume(analytic_anatomy, codes, np.random.default_rng(4), params=vol.params)
+    assert np.array_equal(sy.femoral_truth(vol), sy.femoral_truth(same))
+
+
 def test_epg_equals_the_exponential_with_perfect_refocusing_and_departs_from_it_without():
     te = 10.0 * np.arange(1, 8)
     amp = epg_cpmg(np.array([40.0]), np.array([1.0, 0.8]), 10.0, 7)

@@ -152,6 +152,9 @@ def register(sub) -> None:
     tr.add_argument("--workers", type=int, default=0,
                     help="make the training samples in this many worker processes (0: in the training process; "
                          "use them when a GPU or many cores train faster than one process simulates)")
+    tr.add_argument("--fixed-joint-shell", action="store_true",
+                    help="randomised: keep the anatomy's 2 mm joint soft-tissue layer on every cartilage (as the "
+                         "bundled 0.2 was trained) instead of redrawing the tissue beside the cartilage per volume")
     tr.add_argument("--epoch-samples", type=int, default=0,
                     help="with --workers: samples per epoch (0: 25 per bank volume, about one serial epoch)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -575,7 +578,8 @@ def cmd_train(args) -> int:
                                seed=args.seed, bf16=not args.no_bf16, threads=args.threads,
                                generator=args.generator, appearance_refresh=args.appearance_refresh,
                                init_from=args.init_from, workers=args.workers,
-                               epoch_samples=args.epoch_samples).validate()
+                               epoch_samples=args.epoch_samples,
+                               vary_joint_shell=not args.fixed_joint_shell).validate()
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise OutputError(f"Training output {out} is a file: give a folder.")

@@ -89,6 +89,7 @@ class TrainingConfig:
     init_from: str = ""  # start from these weights (a knee checkpoint file or registered model id)
     workers: int = 0  # >0: samples made by this many worker processes (.training_stream), the bank shared out
     epoch_samples: int = 0  # with workers: samples per epoch (0: 25 per bank volume, about a serial epoch)
+    vary_joint_shell: bool = True  # randomised: redraw the tissue beside the cartilage per volume (synthetic.vary_joint_shell)
 
     def validate(self) -> "TrainingConfig":
         if len(self.features) < 2 or any(int(f) < 1 for f in self.features):
@@ -285,6 +286,7 @@ class TrainingBank:
         self.config = config
         self.randomised = config.generator == "randomised"
         self._codes: Dict[int, np.ndarray] = {}
+        self._shells: Dict[int, object] = {}
         self.sources: list = []
         self.looks: List[Optional[BankVolume]] = []
         for n in range(config.bank_size):
@@ -301,7 +303,9 @@ class TrainingBank:
 
         if index not in self._codes:
             self._codes[index] = synthetic.class_map(anat)
-        return synthetic.sample_volume(anat, self._codes[index], rng)
+            if self.config.vary_joint_shell:
+                self._shells[index] = synthetic.joint_shell(anat)
+        return synthetic.sample_volume(anat, self._codes[index], rng, shell=self._shells.get(index))
 
     def volumes(self, rng: np.random.Generator) -> List[BankVolume]:
         """This epoch's volumes (randomised: some re-rendered with a new appearance)."""
