@@ -1,6 +1,6 @@
 """knee-train's randomised training on a machine that cannot read the label-map files (a lent GPU machine).
 
-Two steps. Where SimpleITK is installed (the project's environment), write the training and
+Three steps. Where SimpleITK is installed (the project's environment), write the training and
 validation knees of knee-train's split (seed 0: test subjects held out, never written) as
 compressed arrays; on the training machine (numpy, scipy and torch only), train from them with
 the same library code as ``mskquant knee-train --generator randomised``, the samples made by
@@ -8,7 +8,7 @@ worker processes (``--workers``):
 
     .venv/bin/python scripts/train_knee_arrays.py convert --labelmaps ../shared/data/knee_labelmaps --out .dev/labels
     python3 scripts/train_knee_arrays.py train --arrays .dev/labels --out /tmp/run --minutes 6.4 --workers 14 \\
-        --init-from Resources/Models/knee-femoral-cartilage-mese.pt
+        --init-from Resources/Models/knee-femoral-cartilage-mese.pt --fixed-joint-shell
 
 Then, back in the project's environment, record the split and calibrate the thresholds:
 
@@ -85,7 +85,8 @@ def train(args) -> None:
                                appearance_refresh=max(1, args.bank_size // 2), batch_size=args.batch_size,
                                learning_rate=args.learning_rate, init_from=args.init_from, workers=args.workers,
                                epoch_samples=args.epoch_samples, validation_volumes=args.validation_volumes,
-                               seed=args.seed, threads=args.threads)
+                               seed=args.seed, threads=args.threads,
+                               vary_joint_shell=not args.fixed_joint_shell)
     meta = {"trained_from": "label arrays written by scripts/train_knee_arrays.py convert"}
     result = tr.train(anat_train, validation, Path(args.out), config, device, metadata=meta,
                       log=lambda s: print(s, flush=True))
@@ -130,6 +131,7 @@ def main() -> None:
     t.add_argument("--init-from", default="")
     t.add_argument("--seed", type=int, default=22)
     t.add_argument("--threads", type=int, default=4)
+    t.add_argument("--fixed-joint-shell", action="store_true", help="as knee-train --fixed-joint-shell")
     f = sub.add_parser("finish")
     f.add_argument("--model", required=True)
     f.add_argument("--labelmaps", required=True)

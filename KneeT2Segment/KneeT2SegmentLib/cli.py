@@ -152,11 +152,11 @@ def register(sub) -> None:
     tr.add_argument("--workers", type=int, default=0,
                     help="make the training samples in this many worker processes (0: in the training process; "
                          "use them when a GPU or many cores train faster than one process simulates)")
+    tr.add_argument("--epoch-samples", type=int, default=0,
+                    help="with --workers: samples per epoch (0: 25 per bank volume, about one serial epoch)")
     tr.add_argument("--fixed-joint-shell", action="store_true",
                     help="randomised: keep the anatomy's 2 mm joint soft-tissue layer on every cartilage (as the "
                          "bundled 0.2 was trained) instead of redrawing the tissue beside the cartilage per volume")
-    tr.add_argument("--epoch-samples", type=int, default=0,
-                    help="with --workers: samples per epoch (0: 25 per bank volume, about one serial epoch)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(handler=cmd_train)
