@@ -116,9 +116,13 @@ def test_the_joint_shell_is_redrawn_beside_the_cartilage_only(analytic_anatomy):
         kept_shell.append(float((new == an.JOINT).mean()))
     assert seen == {an.JOINT, an.MUSCLE, an.FAT, an.FLUID}
     assert min(kept_shell) < 0.5 < max(kept_shell)  # thin and thick layers
-    vol = sy.sample_volume(analytic_anatomy, codes, np.random.default_rng(4), shell=shell)
-    same = sy.sample_volume(analytic_anatomy, codes, np.random.default_rng(4), params=vol.params)
-    assert np.array_equal(sy.femoral_truth(vol), sy.femoral_truth(same))
+    # sample_volume applies the redrawn shell: same grid, other tissue beside the cartilage, same truth
+    grid = sy.random_grid(np.random.default_rng(4))
+    plain = sy.sample_volume(analytic_anatomy, codes, np.random.default_rng(4), params=grid)
+    varied = [sy.sample_volume(analytic_anatomy, codes, np.random.default_rng(s), params=grid, shell=shell)
+              for s in (5, 6, 7)]
+    assert any(not np.array_equal(v.counts[..., an.JOINT], plain.counts[..., an.JOINT]) for v in varied)
+    assert all(np.array_equal(v.counts[..., an.FC], plain.counts[..., an.FC]) for v in varied)
 
 
 def test_epg_equals_the_exponential_with_perfect_refocusing_and_departs_from_it_without():

@@ -64,7 +64,8 @@ def remove_small_islands_2d(mask: np.ndarray, min_pixels: int = MIN_ISLAND_PIXEL
         sl = moved_in[k]
         if not sl.any():
             continue
-        labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(np.ascontiguousarray(sl, np.uint8)), True))
+        components = sitk.ConnectedComponent(sitk.GetImageFromArray(np.ascontiguousarray(sl, np.uint8)), True)
+        labels = sitk.GetArrayFromImage(components)
         sizes = np.bincount(labels.ravel())
         keep = sizes >= min_pixels
         keep[0] = False

@@ -274,9 +274,9 @@ def remove_bone_islands(labels: np.ndarray, min_fraction: float = BONE_PIECE_MIN
             removed[bone] = 0
             continue
         sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
-        small = np.flatnonzero(sizes < min_fraction * sizes.max())
-        stray = mask & np.isin(comp, small[small > 0])
+        small = sizes < min_fraction * sizes[1:].max()  # per piece; 0 is the background
+        small[0] = False
+        stray = small[comp]
         removed[bone] = int(stray.sum())
         labels[stray] = 0
     return removed
